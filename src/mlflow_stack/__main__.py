@@ -1,0 +1,3 @@
+from mlflow_stack.cli import main
+
+main()

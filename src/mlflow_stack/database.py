@@ -1,0 +1,164 @@
+"""PostgreSQL for ``serve``: wait for the server, create the databases, run the migrations."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from mlflow_stack.errors import StackError
+from mlflow_stack.settings import Settings
+from mlflow_stack.waiting import NotReady, wait_for
+
+if TYPE_CHECKING:
+    from psycopg2.extensions import connection as Connection  # noqa: N812
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock key held while migrating, so that servers starting together take turns.
+_MIGRATION_LOCK_KEY = 0x6D6C666C6F77  # "mlflow"
+
+
+class _DatabaseMissingError(Exception):
+    pass
+
+
+def libpq_options(settings: Settings) -> dict[str, Any]:
+    """Connection options that stay out of URIs (and so out of `ps` and logs)."""
+    return {"password": settings.postgres_password, "sslmode": settings.postgres_sslmode}
+
+
+def libpq_environment(settings: Settings) -> dict[str, str]:
+    """The same options as libpq environment variables, for processes we start."""
+    return {"PGPASSWORD": settings.postgres_password, "PGSSLMODE": settings.postgres_sslmode}
+
+
+def _where(settings: Settings) -> str:
+    return f"PostgreSQL at {settings.postgres_host}:{settings.postgres_port}"
+
+
+def connect(settings: Settings, dbname: str, *, timeout: int = 5) -> Connection:
+    """An autocommit connection; or StackError, NotReady or _DatabaseMissingError saying why."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(
+            host=settings.postgres_host,
+            port=settings.postgres_port,
+            user=settings.postgres_user,
+            dbname=dbname,
+            connect_timeout=timeout,
+            application_name="mlflow-stack",
+            **libpq_options(settings),
+        )
+    except psycopg2.OperationalError as error:
+        raise _classify(error, settings, dbname) from None
+    conn.autocommit = True
+    return conn
+
+
+def _classify(error: Exception, settings: Settings, dbname: str) -> Exception:
+    message = str(error).strip()
+    first_line = message.splitlines()[0] if message else type(error).__name__
+    lowered = message.lower()
+    where = _where(settings)
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        return StackError(
+            f"{where} rejected POSTGRES_USER={settings.postgres_user!r} with the given "
+            "POSTGRES_PASSWORD (password authentication failed)"
+        )
+    if f'role "{settings.postgres_user}" does not exist' in message:
+        return StackError(f"POSTGRES_USER={settings.postgres_user!r} does not exist on {where}")
+    if f'database "{dbname}" does not exist' in message:
+        return _DatabaseMissingError(dbname)
+    if "ssl" in lowered and ("does not support" in lowered or "required" in lowered):
+        return StackError(f"POSTGRES_SSLMODE={settings.postgres_sslmode!r}: {first_line}")
+    # Refused, timed out, still starting, name not resolvable yet: worth another try.
+    return NotReady(first_line)
+
+
+def wait_for_postgres(settings: Settings) -> Connection:
+    """Wait until PostgreSQL accepts our credentials; connect to POSTGRES_DB if it exists."""
+
+    def attempt() -> Connection:
+        try:
+            return connect(settings, settings.postgres_db)
+        except _DatabaseMissingError:
+            try:
+                return connect(settings, "postgres")  # the maintenance database
+            except _DatabaseMissingError:
+                raise StackError(
+                    f"neither POSTGRES_DB={settings.postgres_db!r} nor the maintenance database "
+                    f"'postgres' exists on {_where(settings)}; create {settings.postgres_db!r}"
+                ) from None
+
+    return wait_for(
+        _where(settings),
+        attempt,
+        timeout=settings.wait_timeout,
+        hint="check POSTGRES_HOST and POSTGRES_PORT, or raise MLFLOW_STACK_WAIT_TIMEOUT",
+    )
+
+
+def ensure_databases(conn: Connection, settings: Settings) -> list[str]:
+    """Create POSTGRES_DB and MLFLOW_STACK_AUTH_DB if missing; return the ones created."""
+    from psycopg2 import errors, sql
+
+    created = []
+    for name in (settings.postgres_db, settings.auth_db):
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone():
+                continue
+            try:
+                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            except errors.DuplicateDatabase:
+                continue  # another server created it a moment ago
+            except errors.InsufficientPrivilege:
+                raise StackError(
+                    f"database {name!r} is missing and POSTGRES_USER={settings.postgres_user!r} "
+                    "may not create it: create it, or grant CREATEDB"
+                ) from None
+        log.info("created database %s", name)
+        created.append(name)
+    return created
+
+
+def migrate(settings: Settings) -> None:
+    """Bring both schemas to the installed MLflow's head, one server at a time.
+
+    The tracking database gets what `mlflow db upgrade` does; the auth database what
+    `python -m mlflow.server.auth db upgrade` does. Both are no-ops when up to date.
+    """
+    import sqlalchemy
+    from mlflow.server.auth.db import utils as auth_db
+    from mlflow.store.db import utils as tracking_db
+    from sqlalchemy.pool import NullPool
+
+    # The auth migrations build their own engine from the URL, so the password reaches libpq
+    # through its environment, as it does for the server.
+    os.environ.update(libpq_environment(settings))
+
+    def engine(uri: str) -> sqlalchemy.Engine:
+        return sqlalchemy.create_engine(uri, poolclass=NullPool)
+
+    tracking, auth = engine(settings.backend_store_uri), engine(settings.auth_database_uri)
+    try:
+        with tracking.connect() as lock:
+            lock.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({_MIGRATION_LOCK_KEY})"))
+            try:
+                if tracking_db._is_empty_database(tracking):
+                    log.info("creating the tracking schema in %s", settings.postgres_db)
+                    tracking_db._initialize_tables(tracking)
+                else:
+                    tracking_db._upgrade_db(tracking)
+                auth_db.migrate(auth, "head")
+            finally:
+                lock.execute(sqlalchemy.text(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK_KEY})"))
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        first_line = str(error.orig if hasattr(error, "orig") else error).strip().splitlines()
+        reason = first_line[0] if first_line else type(error).__name__
+        raise StackError(f"database migration failed: {reason}") from None
+    finally:
+        tracking.dispose()
+        auth.dispose()

@@ -1,0 +1,66 @@
+"""The MLflow server of the native runtime: ``mlflow-stack serve``, as in the image."""
+
+from __future__ import annotations
+
+import base64
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+
+from mlflow_stack.native.service import Layout, Service
+from mlflow_stack.settings import Settings
+from mlflow_stack.waiting import NotReady
+
+
+def http_status(url: str, *, auth: tuple[str, str] | None = None, timeout: float = 3) -> int:
+    request = urllib.request.Request(url)  # noqa: S310 - http URLs we build ourselves
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+class MlflowService(Service):
+    name = "mlflow"
+    start_timeout = 180.0  # the first start creates both schemas
+    stop_timeout = 30.0
+
+    def __init__(self, settings: Settings, layout: Layout, environ: Mapping[str, str]) -> None:
+        super().__init__(settings, layout)
+        self.environ = dict(environ)
+
+    def ports(self) -> dict[int, str]:
+        return {self.settings.port: "MLFLOW_STACK_PORT"}
+
+    def describe(self) -> str:
+        return "MLflow server (mlflow-stack serve)"
+
+    def endpoint(self) -> str:
+        return self.settings.tracking_uri
+
+    def environment(self) -> dict[str, str]:
+        return self.environ
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "mlflow_stack", "serve"]
+
+    def check(self) -> None:
+        base = self.settings.tracking_uri
+        try:
+            health = http_status(f"{base}/health")
+            if health != 200:
+                raise NotReady(f"/health answered HTTP {health}")
+            # /health skips the Host check and auth: prove a logged-in API call works too.
+            api = http_status(
+                f"{base}/api/2.0/mlflow/experiments/search?max_results=1",
+                auth=(self.settings.admin_username, self.settings.admin_password),
+            )
+        except (OSError, urllib.error.URLError) as error:
+            raise NotReady(str(getattr(error, "reason", error))) from None
+        if api != 200:
+            raise NotReady(f"an authenticated API call answered HTTP {api}")

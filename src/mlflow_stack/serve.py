@@ -1,0 +1,127 @@
+"""``mlflow-stack serve``: the one server entrypoint of the image, the native runtime and EC2.
+
+It waits for PostgreSQL and S3 (bounded), creates the databases and the bucket when missing,
+migrates both schemas, then runs ``mlflow server``: PostgreSQL backend store, artifacts proxied
+to S3 (clients never see storage credentials), the basic-auth app with its user store in
+PostgreSQL, and the allowed Host headers from the settings.
+
+``mlflow server`` runs as MLflow's own click command inside this process rather than through
+``exec``: the same code path and argument parsing, the same pid (signals reach it), and MLflow's
+import cost (several seconds here) is paid once instead of twice per start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NoReturn
+
+from mlflow_stack.database import ensure_databases, libpq_environment, migrate, wait_for_postgres
+from mlflow_stack.settings import Settings
+from mlflow_stack.storage import ensure_bucket, s3_environment
+
+log = logging.getLogger(__name__)
+
+_HAS_PORT = re.compile(r":(\d+|\*)$")
+
+
+def allowed_hosts(settings: Settings) -> str:
+    """MLflow's own defaults (localhost and private IPs, any port) plus the configured names.
+
+    Passing ``--allowed-hosts`` replaces MLflow's defaults, so they are repeated here; each
+    configured name is accepted with or without a port.
+    """
+    if "*" in settings.allowed_hosts:
+        return "*"
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    patterns = list(get_default_allowed_hosts())
+    for host in settings.allowed_hosts:
+        patterns.append(host)
+        if not _HAS_PORT.search(host):
+            patterns.append(f"{host}:*")
+    return ",".join(dict.fromkeys(patterns))
+
+
+def write_auth_config(settings: Settings, directory: Path) -> Path:
+    """The basic-auth ini: user store in PostgreSQL. It holds no secret (PGPASSWORD does)."""
+    path = directory / "basic_auth.ini"
+    path.write_text(
+        "[mlflow]\n"
+        f"default_permission = {settings.default_permission}\n"
+        f"database_uri = {settings.auth_database_uri}\n"
+        f"admin_username = {settings.admin_username}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return path
+
+
+def server_arguments(settings: Settings) -> list[str]:
+    """The arguments of `mlflow server`."""
+    return [
+        "server",
+        "--backend-store-uri", settings.backend_store_uri,
+        "--serve-artifacts",
+        "--artifacts-destination", settings.artifacts_destination,
+        "--host", settings.host,
+        "--port", str(settings.port),
+        "--workers", str(settings.workers),
+        "--app-name", "basic-auth",
+        "--allowed-hosts", allowed_hosts(settings),
+    ]  # fmt: skip
+
+
+def server_environment(
+    settings: Settings, auth_config: Path, base: Mapping[str, str]
+) -> dict[str, str]:
+    env = dict(base)
+    env.update(libpq_environment(settings))
+    for name, value in s3_environment(settings).items():
+        if value:
+            env[name] = value
+        else:
+            env.pop(name, None)  # let boto3 use its default chain (e.g. an instance role)
+    env.update(
+        MLFLOW_AUTH_CONFIG_PATH=str(auth_config),
+        MLFLOW_AUTH_ADMIN_USERNAME=settings.admin_username,
+        MLFLOW_AUTH_ADMIN_PASSWORD=settings.admin_password,
+        MLFLOW_FLASK_SERVER_SECRET_KEY=settings.flask_secret_key,
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="true" if settings.job_execution else "false",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def prepare(settings: Settings) -> None:
+    """Everything the server needs before it starts; safe to repeat."""
+    conn = wait_for_postgres(settings)
+    try:
+        ensure_databases(conn, settings)
+    finally:
+        conn.close()
+    ensure_bucket(settings)
+    migrate(settings)
+
+
+def serve(settings: Settings, environ: Mapping[str, str]) -> NoReturn:
+    auth_config = write_auth_config(settings, Path(tempfile.mkdtemp(prefix="mlflow-stack-")))
+    # Before anything imports mlflow.server.auth: it reads its configuration at import time.
+    os.environ.clear()
+    os.environ.update(server_environment(settings, auth_config, environ))
+    prepare(settings)
+    log.info(
+        "starting MLflow on %s:%s with %s workers (artifacts: %s)",
+        settings.host,
+        settings.port,
+        settings.workers,
+        settings.artifacts_destination,
+    )
+    from mlflow.cli import cli as mlflow_cli
+
+    mlflow_cli.main(args=server_arguments(settings), prog_name="mlflow", standalone_mode=True)
+    sys.exit(0)  # standalone_mode exits by itself; this line only satisfies NoReturn
