@@ -1,0 +1,52 @@
+# mlflow-stack: the two set-up commands are `make up` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install up down status logs test lint lock clean
+
+help: ## Show the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+# The venv is rebuilt when a lock changes. `uv pip sync` installs exactly the pins of
+# requirements-dev.txt, which include every pin of the image's mlflow-server/requirements.txt.
+$(STAMP): requirements-dev.txt mlflow-server/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --compile-bytecode requirements-dev.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode --no-deps -e .
+	touch $@
+
+install: $(STAMP) ## Create .venv with the pinned dependencies
+
+up: $(STAMP) ## Start the stack natively (writes .env with fresh secrets if missing)
+	$(BIN)/mlflow-stack up
+
+down: ## Stop the native stack (data stays in .data/)
+	@if [ -x $(BIN)/mlflow-stack ]; then $(BIN)/mlflow-stack down; else echo "not installed"; fi
+
+status: $(STAMP) ## Show each native service's health
+	$(BIN)/mlflow-stack status
+
+logs: $(STAMP) ## Show the end of each native service's log
+	$(BIN)/mlflow-stack logs
+
+test: $(STAMP) ## Install everything and run the whole test suite
+	$(BIN)/pytest
+
+lint: $(STAMP) ## Static checks only (they also run inside `make test`)
+	$(BIN)/pytest tests/contract
+
+lock: ## Re-pin the requirements from the .in files
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		mlflow-server/requirements.in -o mlflow-server/requirements.txt
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		requirements-dev.in -o requirements-dev.txt
+
+clean: down ## Remove .venv and the native stack's data (asks first)
+	@read -r -p "Delete .venv and .data (all runs and artifacts)? [y/N] " answer; \
+		[ "$$answer" = y ] && rm -rf $(VENV) .data
