@@ -115,25 +115,30 @@ def record_of(proc: subprocess.Popen[bytes]) -> ProcessRecord:
 
 
 def stop(record: ProcessRecord, *, sig: int, timeout: float) -> bool:
-    """Ask the service to stop with ``sig``; after ``timeout`` s kill what is left of its group.
+    """Stop the service's whole process tree; True when it ended without SIGKILL.
 
-    Returns True when it stopped gracefully.
+    ``sig`` goes to the leader first, so that it can shut its children down in order; once
+    the leader is gone, whatever is left of its process group gets ``sig`` too. After
+    ``timeout`` seconds, the rest is killed.
     """
+    deadline = time.monotonic() + timeout
     leader = record.process()
     if leader is not None:
         with contextlib.suppress(psutil.Error):
             leader.send_signal(sig)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not record.group():
-            return True
-        time.sleep(0.1)
-    for proc in record.group():
-        log.warning("killing pid %s (%s) after %.0f s", proc.pid, proc.name(), timeout)
+        with contextlib.suppress(psutil.Error):
+            leader.wait(timeout=max(0.0, deadline - time.monotonic()))
+    orphans = record.group()
+    for proc in orphans:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)
+    _, alive = psutil.wait_procs(orphans, timeout=max(0.5, deadline - time.monotonic()))
+    for proc in alive:
+        log.warning("killing pid %s after %.0f s", proc.pid, timeout)
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    psutil.wait_procs(record.group(), timeout=5)
-    return False
+    psutil.wait_procs(alive, timeout=5)
+    return not alive
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
