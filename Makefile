@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
+DCLINT_VERSION := 3.1.0
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
@@ -19,6 +20,9 @@ $(STAMP): requirements-dev.txt mlflow-server/requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python --compile-bytecode requirements-dev.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode --no-deps -e .
+	@if command -v npm >/dev/null; then \
+		npm install --silent --no-audit --no-fund --prefix $(VENV)/node dclint@$(DCLINT_VERSION); \
+	else echo "npm not found: the compose lint test (dclint) will be skipped"; fi
 	touch $@
 
 install: $(STAMP) ## Create .venv with the pinned dependencies

@@ -1,0 +1,168 @@
+"""Shared fixtures. The live native stack is started once per session, on free ports in a
+temporary directory, through the real CLI (`mlflow-stack up`), and stopped at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlflow_stack.envfile import merged_environment
+from mlflow_stack.native.processes import ProcessRecord, free_port
+from mlflow_stack.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+CLIENT_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def run_cli(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run `mlflow-stack ARGS` as a user would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlflow_stack", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+@dataclass
+class LiveStack:
+    root: Path
+    env: dict[str, str]  # the environment the CLI runs with (ports chosen by the fixture)
+    settings: Settings = field(init=False)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / ".env"
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return run_cli(
+            "--env-file",
+            str(self.env_file),
+            *args,
+            *(["--data-dir", str(self.data_dir)] if args and args[0] in DATA_COMMANDS else []),
+            env=self.env,
+            cwd=self.root,
+            timeout=timeout,
+        )
+
+    def load_settings(self) -> None:
+        self.settings = Settings.from_env(merged_environment(self.env_file, self.env))
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.settings.tracking_uri
+
+    @property
+    def admin(self) -> tuple[str, str]:
+        return self.settings.admin_username, self.settings.admin_password
+
+    def records(self) -> dict[str, ProcessRecord]:
+        found = {}
+        for path in (self.data_dir / "run").glob("*.json"):
+            record = ProcessRecord.load(path)
+            if record:
+                found[path.stem] = record
+        return found
+
+    def s3(self) -> Any:
+        from mlflow_stack.storage import s3_client
+
+        return s3_client(self.settings, timeout=30)
+
+    def pg(self, dbname: str | None = None) -> Any:
+        from mlflow_stack.database import connect
+
+        return connect(self.settings, dbname or self.settings.postgres_db)
+
+    def up(self) -> None:
+        result = self.cli("up")
+        if result.returncode != 0:
+            logs = self.cli("logs", "-n", "30").stdout
+            pytest.fail(f"mlflow-stack up failed:\n{result.stderr}\n--- logs ---\n{logs}")
+
+
+DATA_COMMANDS = {"up", "down", "status", "logs"}
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[LiveStack]:
+    # Not below pytest's 0700 basetemp: PostgreSQL runs as another account when we are root.
+    root = Path(tempfile.mkdtemp(prefix="mlflow-stack-test-"))
+    root.chmod(0o755)
+    pg_port, s3_port, mlflow_port = distinct_free_ports(3)
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARIABLES}
+    env.update(
+        POSTGRES_PORT=str(pg_port),
+        MLFLOW_STACK_PORT=str(mlflow_port),
+        MLFLOW_STACK_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}",
+    )
+    live = LiveStack(root=root, env=env)
+    live.up()
+    live.load_settings()
+    saved = {name: os.environ.get(name) for name in CLIENT_VARIABLES}
+    os.environ.update(
+        MLFLOW_TRACKING_URI=live.tracking_uri,
+        MLFLOW_TRACKING_USERNAME=live.settings.admin_username,
+        MLFLOW_TRACKING_PASSWORD=live.settings.admin_password,
+    )
+    try:
+        yield live
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        result = live.cli("down")
+        assert result.returncode == 0, result.stderr
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def experiment_id(stack: LiveStack) -> str:
+    """A fresh experiment per test, so tests never see each other's runs."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(stack.tracking_uri).create_experiment(f"test-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def client(stack: LiveStack) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(stack.tracking_uri)
+
+
+def which_or_fail(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if not found:
+        pytest.fail(f"{name} is not installed: run `make install`")
+    return found

@@ -1,0 +1,91 @@
+"""docker-compose.yml, checked statically (no Docker engine here): healthchecks, start order,
+published ports, pinned images, named volumes; dclint for the schema and common mistakes."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+DCLINT = REPO / ".venv" / "node" / "node_modules" / ".bin" / "dclint"
+
+
+def test_the_stack_has_postgres_minio_and_mlflow() -> None:
+    assert set(SERVICES) == {"postgres", "minio", "mlflow"}
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_service_has_a_healthcheck_and_restarts(name: str) -> None:
+    service = SERVICES[name]
+    test = service["healthcheck"]["test"]
+    assert test[0] in {"CMD", "CMD-SHELL"} and len(test) > 1
+    assert service["restart"] == "unless-stopped"
+
+
+def test_mlflow_starts_only_after_its_dependencies_are_healthy() -> None:
+    depends = SERVICES["mlflow"]["depends_on"]
+    assert depends == {
+        "postgres": {"condition": "service_healthy"},
+        "minio": {"condition": "service_healthy"},
+    }
+
+
+def test_only_the_mlflow_port_is_published() -> None:
+    for name, service in SERVICES.items():
+        if name != "mlflow":
+            assert "ports" not in service, f"{name} must not publish ports"
+    (port,) = SERVICES["mlflow"]["ports"]
+    assert port["target"] == 5000
+    assert port["published"] == "${MLFLOW_STACK_PORT:-5000}"
+    assert port["host_ip"] == "${MLFLOW_STACK_HOST:-127.0.0.1}"  # loopback unless .env opens it
+
+
+def test_data_services_sit_on_an_internal_network() -> None:
+    assert COMPOSE["networks"]["backend"]["internal"] is True
+    assert SERVICES["postgres"]["networks"] == ["backend"]
+    assert SERVICES["minio"]["networks"] == ["backend"]
+
+
+def test_images_are_pinned() -> None:
+    assert re.fullmatch(r"postgres:15-\w+", SERVICES["postgres"]["image"])
+    assert re.fullmatch(
+        r"minio/minio:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", SERVICES["minio"]["image"]
+    )
+    build = SERVICES["mlflow"]["build"]
+    assert (REPO / build["context"] / build["dockerfile"]).is_file()
+
+
+def test_state_lives_in_named_volumes() -> None:
+    assert set(COMPOSE["volumes"]) == {"postgres-data", "minio-data"}
+    assert "postgres-data:/var/lib/postgresql/data" in SERVICES["postgres"]["volumes"]
+    assert "minio-data:/data" in SERVICES["minio"]["volumes"]
+
+
+def test_the_server_container_drops_privileges() -> None:
+    mlflow = SERVICES["mlflow"]
+    assert mlflow["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in mlflow["security_opt"]
+
+
+def test_postgres_init_script_is_mounted() -> None:
+    assert "./postgres/initdb.d:/docker-entrypoint-initdb.d:ro" in SERVICES["postgres"]["volumes"]
+    assert (REPO / "postgres" / "initdb.d" / "10-auth-database.sh").is_file()
+
+
+def test_dclint_finds_no_problem() -> None:
+    if not DCLINT.exists():
+        if shutil.which("npm") is None:
+            pytest.skip("dclint needs Node.js/npm, which this machine lacks")
+        pytest.fail("dclint missing: run `make install` (it installs dclint with npm)")
+    result = subprocess.run(
+        [str(DCLINT), "docker-compose.yml"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "problem" not in result.stdout

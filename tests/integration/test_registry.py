@@ -1,0 +1,35 @@
+"""A scikit-learn model: logged, registered, aliased, loaded back by alias, same predictions."""
+
+from __future__ import annotations
+
+import uuid
+
+import mlflow
+import numpy as np
+from sklearn.linear_model import LinearRegression
+
+from tests.conftest import LiveStack
+
+
+def test_model_registers_takes_an_alias_and_loads_back_by_it(
+    stack: LiveStack, client, experiment_id: str
+) -> None:
+    rng = np.random.default_rng(7)
+    features = rng.normal(size=(200, 3))
+    target = features @ np.array([1.5, -2.0, 0.5]) + 3 + rng.normal(scale=0.1, size=200)
+    model = LinearRegression().fit(features, target)
+    name = f"trip-duration-{uuid.uuid4().hex[:8]}"
+
+    with mlflow.start_run(experiment_id=experiment_id):
+        info = mlflow.sklearn.log_model(model, name="model", input_example=features[:3])
+    version = mlflow.register_model(info.model_uri, name)
+    client.set_registered_model_alias(name, "champion", version.version)
+    client.set_model_version_tag(name, version.version, "validation", "passed")
+
+    by_alias = client.get_model_version_by_alias(name, "champion")
+    assert by_alias.version == version.version
+    assert by_alias.tags["validation"] == "passed"
+    assert client.get_registered_model(name).aliases == {"champion": version.version}
+
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    np.testing.assert_allclose(loaded.predict(features), model.predict(features))

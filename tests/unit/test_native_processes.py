@@ -1,0 +1,100 @@
+"""Detached processes: started in their own session, recognised, stopped, killed if stuck."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from mlflow_stack.native.processes import (
+    ProcessRecord,
+    free_port,
+    port_in_use,
+    record_of,
+    spawn,
+    stop,
+    tail,
+)
+
+SLEEPER = "import time; time.sleep(60)"
+STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+PARENT_WITH_CHILD = (
+    "import subprocess, sys, time; "
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"
+)
+
+
+def start(code: str, tmp_path: Path) -> ProcessRecord:
+    proc = spawn(
+        [sys.executable, "-c", code],
+        env=dict(os.environ),
+        cwd=tmp_path,
+        log_path=tmp_path / "x.log",
+    )
+    time.sleep(0.3)
+    return record_of(proc)
+
+
+def test_spawned_process_leads_its_own_group_and_logs_to_its_file(tmp_path: Path) -> None:
+    proc = spawn(
+        [sys.executable, "-c", "print('hello from the child', flush=True)"],
+        env=dict(os.environ),
+        cwd=tmp_path,
+        log_path=tmp_path / "child.log",
+    )
+    assert proc.wait(10) == 0
+    assert "hello from the child" in tail(tmp_path / "child.log")
+    record = start(SLEEPER, tmp_path)
+    try:
+        assert os.getpgid(record.pid) == record.pid
+        assert os.getsid(record.pid) == record.pid
+    finally:
+        stop(record, sig=signal.SIGTERM, timeout=5)
+
+
+def test_stop_ends_the_whole_process_tree(tmp_path: Path) -> None:
+    record = start(PARENT_WITH_CHILD, tmp_path)
+    members = record.group()
+    assert len(members) == 2
+    assert record.resident_bytes() > 0
+    assert stop(record, sig=signal.SIGTERM, timeout=5) is True
+    assert not record.group()
+    assert not any(p.is_running() and p.status() != "zombie" for p in members)
+
+
+def test_a_process_that_ignores_the_signal_is_killed_after_the_timeout(tmp_path: Path) -> None:
+    record = start(STUBBORN, tmp_path)
+    began = time.monotonic()
+    assert stop(record, sig=signal.SIGTERM, timeout=1) is False
+    assert 1 <= time.monotonic() - began < 10
+    assert record.process() is None
+
+
+def test_a_record_does_not_match_a_recycled_pid(tmp_path: Path) -> None:
+    record = start(SLEEPER, tmp_path)
+    try:
+        assert record.process() is not None
+        impostor = ProcessRecord(pid=record.pid, started=record.started - 3600, argv=record.argv)
+        assert impostor.process() is None
+        path = tmp_path / "rec.json"
+        record.save(path)
+        assert ProcessRecord.load(path) == record
+        assert ProcessRecord.load(tmp_path / "absent.json") is None
+    finally:
+        stop(record, sig=signal.SIGTERM, timeout=5)
+
+
+def test_port_probe_sees_a_listener(tmp_path: Path) -> None:
+    import socket
+
+    port = free_port()
+    assert not port_in_use(port)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        assert port_in_use(port)
+    assert psutil.pid_exists(os.getpid())

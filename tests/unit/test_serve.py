@@ -1,0 +1,103 @@
+"""How `serve` builds the `mlflow server` invocation: arguments, environment, auth config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow_stack.serve import (
+    allowed_hosts,
+    server_arguments,
+    server_environment,
+    write_auth_config,
+)
+from mlflow_stack.settings import Settings
+
+BASE = {
+    "POSTGRES_PASSWORD": "pg-password-123456",
+    "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123456",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": "flask-secret-key-123456",
+    "MLFLOW_STACK_S3_ACCESS_KEY": "access-key-1",
+    "MLFLOW_STACK_S3_SECRET_KEY": "s3-secret-key-123456",
+    "MLFLOW_STACK_S3_ENDPOINT_URL": "http://minio:9000",
+}
+
+
+def settings(**overrides: str) -> Settings:
+    return Settings.from_env({**BASE, **overrides})
+
+
+def option(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_server_arguments_proxy_artifacts_require_login_and_hide_passwords() -> None:
+    args = server_arguments(settings(MLFLOW_STACK_WORKERS="3", MLFLOW_STACK_S3_BUCKET="team-a"))
+    assert args[0] == "server"
+    assert option(args, "--backend-store-uri").startswith("postgresql+psycopg2://mlflow@")
+    assert "--serve-artifacts" in args
+    assert option(args, "--artifacts-destination") == "s3://team-a"
+    assert option(args, "--app-name") == "basic-auth"
+    assert option(args, "--workers") == "3"
+    joined = " ".join(args)
+    for secret in ("pg-password-123456", "admin-password-123456", "s3-secret-key-123456"):
+        assert secret not in joined
+
+
+def test_allowed_hosts_keep_mlflow_defaults_and_add_configured_names_with_any_port() -> None:
+    hosts = allowed_hosts(settings()).split(",")
+    for expected in (
+        "localhost",
+        "localhost:*",
+        "127.0.0.1:*",
+        "10.*",
+        "192.168.*",
+        "mlflow",
+        "mlflow:*",
+    ):
+        assert expected in hosts
+    hosts = allowed_hosts(settings(MLFLOW_STACK_ALLOWED_HOSTS="mlflow.example.com,10.1.2.3:8080"))
+    assert {"mlflow.example.com", "mlflow.example.com:*", "10.1.2.3:8080"} <= set(hosts.split(","))
+    assert "10.1.2.3:8080:*" not in hosts
+    assert allowed_hosts(settings(MLFLOW_STACK_ALLOWED_HOSTS="*")) == "*"
+
+
+def test_server_environment_carries_credentials_outside_the_command_line(tmp_path: Path) -> None:
+    env = server_environment(settings(), tmp_path / "auth.ini", {"PATH": "/usr/bin"})
+    assert env["PGPASSWORD"] == "pg-password-123456"
+    assert env["PGSSLMODE"] == "prefer"
+    assert env["AWS_ACCESS_KEY_ID"] == "access-key-1"
+    assert env["AWS_SECRET_ACCESS_KEY"] == "s3-secret-key-123456"
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"] == "path"
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == str(tmp_path / "auth.ini")
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "admin-password-123456"
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert env["PATH"] == "/usr/bin"
+
+
+def test_on_aws_the_instance_role_supplies_s3_credentials(tmp_path: Path) -> None:
+    aws = settings(
+        MLFLOW_STACK_S3_ACCESS_KEY="",
+        MLFLOW_STACK_S3_SECRET_KEY="",
+        MLFLOW_STACK_S3_ENDPOINT_URL="",
+    )
+    inherited = {"AWS_ACCESS_KEY_ID": "stale", "MLFLOW_S3_ENDPOINT_URL": "http://stale:9000"}
+    env = server_environment(aws, tmp_path / "auth.ini", inherited)
+    assert "AWS_ACCESS_KEY_ID" not in env
+    assert "AWS_SECRET_ACCESS_KEY" not in env
+    assert "MLFLOW_S3_ENDPOINT_URL" not in env
+    assert env["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"] == "auto"
+
+
+def test_auth_config_points_the_user_store_at_postgres_without_a_secret(tmp_path: Path) -> None:
+    import configparser
+
+    path = write_auth_config(
+        settings(MLFLOW_STACK_AUTH_DEFAULT_PERMISSION="NO_PERMISSIONS"), tmp_path
+    )
+    parser = configparser.ConfigParser()
+    parser.read(path)
+    section = parser["mlflow"]
+    assert section["database_uri"] == "postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow_auth"
+    assert section["default_permission"] == "NO_PERMISSIONS"
+    assert "password" not in path.read_text().lower()
