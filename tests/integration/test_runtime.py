@@ -211,3 +211,38 @@ def test_logs_show_each_service(stack: LiveStack) -> None:
     mlflow_log = stack.cli("logs", "mlflow", "-n", "500").stdout
     assert "Uvicorn running on" in mlflow_log
     assert "database system is ready to accept connections" in stack.cli("logs", "postgres").stdout
+
+
+def test_seaweedfs_internal_grpc_needs_the_stacks_certificate(
+    stack: LiveStack, experiment_id: str, tmp_path: Path
+) -> None:
+    """Another local user with a `weed` binary cannot browse the stack's files via gRPC."""
+    import sys
+
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_text("secret", "probe.txt")
+    ports = json.loads((stack.data_dir / "s3" / "ports.json").read_text())
+    weed = str(Path(sys.executable).parent / "weed")
+    shell = [
+        weed,
+        "shell",
+        f"-master=127.0.0.1:{ports['master']}.{ports['master_grpc']}",
+        f"-filer=127.0.0.1:{ports['filer']}.{ports['filer_grpc']}",
+    ]
+    listing = f"fs.ls /buckets/{stack.settings.s3_bucket}/{experiment_id}/\nexit\n"
+
+    def browse(cwd: Path, timeout: float) -> str:
+        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}  # no ~/.seaweedfs either
+        try:
+            done = subprocess.run(
+                shell, input=listing, cwd=cwd, env=env, capture_output=True, text=True,
+                timeout=timeout, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as expired:
+            return (expired.stdout or b"").decode() if isinstance(expired.stdout, bytes) else ""
+        return done.stdout
+
+    # with the stack's security.toml and certificates (its S3 home directory): allowed
+    assert run.info.run_id in browse(stack.data_dir / "s3", timeout=30)
+    # from anywhere else: no TLS client certificate, no answer
+    assert run.info.run_id not in browse(tmp_path, timeout=8)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from mlflow_stack.errors import StackError
 from mlflow_stack.native.postgres import candidate_bin_dirs, find_bin_dir
@@ -104,9 +106,37 @@ def test_seaweedfs_config_files_are_private_and_hold_the_stack_keys(tmp_path: Pa
     assert identity["credentials"] == [
         {"accessKey": "access-key-1", "secretKey": "s3-secret-key-123456"}
     ]
-    security = (tmp_path / "s3" / "security.toml").read_text()
-    assert security.count('key = "') == 4
+    security = tomllib.loads((tmp_path / "s3" / "security.toml").read_text())
     assert stat.S_IMODE((tmp_path / "s3" / "security.toml").stat().st_mode) == 0o600
+    jwt = security["jwt"]
+    keys = [jwt["signing"]["key"], jwt["signing"]["read"]["key"],
+            jwt["filer_signing"]["key"], jwt["filer_signing"]["read"]["key"]]  # fmt: skip
+    assert len(set(keys)) == 4 and all(len(k) == 64 for k in keys)
+    grpc = security["grpc"]
+    for component in SeaweedFSService.GRPC_COMPONENTS:
+        assert Path(grpc[component]["cert"]).is_file()
+        assert Path(grpc[component]["key"]).is_file()
+
+
+def test_grpc_certificates_chain_to_a_ca_whose_key_was_discarded(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from mlflow_stack.native.tls import ensure_grpc_tls
+
+    files = ensure_grpc_tls(tmp_path / "tls")
+    assert sorted(p.name for p in (tmp_path / "tls").iterdir()) == [
+        "ca.crt",
+        "node.crt",
+        "node.key",
+    ]
+    assert stat.S_IMODE(files.key.stat().st_mode) == 0o600
+    ca = x509.load_pem_x509_certificate(files.ca.read_bytes())
+    node = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    node.verify_directly_issued_by(ca)
+    names = node.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "127.0.0.1" in {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+    assert ensure_grpc_tls(tmp_path / "tls") == files
+    assert files.cert.read_bytes() == node.public_bytes(serialization.Encoding.PEM)  # kept
 
 
 def test_minio_is_chosen_when_on_path_and_runs_with_the_stack_keys(

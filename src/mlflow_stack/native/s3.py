@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from mlflow_stack.errors import StackError
 from mlflow_stack.native.processes import free_port
 from mlflow_stack.native.service import Service, base_environment
+from mlflow_stack.native.tls import ensure_grpc_tls
 from mlflow_stack.storage import s3_client
 from mlflow_stack.waiting import NotReady
 
@@ -85,6 +86,7 @@ class SeaweedFSService(_S3Service):
 
     start_timeout = 60.0
     stop_timeout = 30.0
+    GRPC_COMPONENTS = ("master", "volume", "filer", "s3", "admin", "worker", "client")
     INTERNAL = (
         "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
         "s3_grpc", "admin", "admin_grpc",
@@ -132,17 +134,27 @@ class SeaweedFSService(_S3Service):
             ]
         }
         _write_private(self.home / "identities.json", json.dumps(identities, indent=2))
-        # security.toml is read from the working directory: it makes the filer's and volume
-        # server's own HTTP APIs demand JWTs signed with these keys (fresh at every start),
-        # so that only the S3 gateway, which requires the access key, can read or write data.
-        keys = {section: secrets.token_hex(32) for section in (
+        _write_private(self.home / "security.toml", self._security_toml())
+
+    def _security_toml(self) -> str:
+        """SeaweedFS reads security.toml from its working directory.
+
+        The filer's and volume server's own HTTP APIs demand JWTs signed with fresh keys, and
+        every internal gRPC connection needs a certificate from this data dir's private CA, so
+        that only the S3 gateway, which requires the stack's key, reaches the data.
+        """
+        jwt = {section: secrets.token_hex(32) for section in (
             "jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read"
         )}  # fmt: skip
-        toml = "".join(
+        tls = ensure_grpc_tls(self.home / "tls")
+        text = "".join(
             f'[{section}]\nkey = "{key}"\nexpires_after_seconds = 60\n\n'
-            for section, key in keys.items()
+            for section, key in jwt.items()
         )
-        _write_private(self.home / "security.toml", toml + "[access]\nui = false\n")
+        text += f'[grpc]\nca = "{tls.ca}"\n\n'
+        for component in self.GRPC_COMPONENTS:
+            text += f'[grpc.{component}]\ncert = "{tls.cert}"\nkey = "{tls.key}"\n\n'
+        return text + "[access]\nui = false\n"
 
     def command(self) -> list[str]:
         p = self._internal_ports(self.INTERNAL)
