@@ -21,6 +21,26 @@ from mlflow_stack.native.processes import ProcessRecord, free_port
 from mlflow_stack.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+
+#: The settings without defaults, with valid values: enough for Settings.from_env.
+REQUIRED = {
+    "POSTGRES_PASSWORD": "pg-password-123456",
+    "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123456",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": "flask-secret-key-123456",
+}
+#: REQUIRED plus the S3 keys and a local endpoint, as for compose or the native runtime.
+WITH_S3 = {
+    **REQUIRED,
+    "MLFLOW_STACK_S3_ACCESS_KEY": "access-key-1",
+    "MLFLOW_STACK_S3_SECRET_KEY": "s3-secret-key-123456",
+    "MLFLOW_STACK_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+}
+
+
+def make_settings(**overrides: str) -> Settings:
+    return Settings.from_env({**WITH_S3, **overrides})
+
+
 CLIENT_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 

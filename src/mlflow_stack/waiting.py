@@ -30,18 +30,20 @@ def wait_for(
     Any other exception (for instance a :class:`StackError` for wrong credentials) ends the
     wait at once. After ``timeout`` seconds, raise a StackError with the last reason.
     """
-    deadline = time.monotonic() + timeout
-    attempts = 0
+    began = time.monotonic()
+    deadline = began + timeout
+    next_report = began + 2  # quiet for quick starts, then a line every 10 s
     while True:
-        attempts += 1
         try:
             return check()
         except NotReady as reason:
-            if time.monotonic() + interval > deadline:
+            now = time.monotonic()
+            if now + interval > deadline:
                 suffix = f" ({hint})" if hint else ""
                 raise StackError(
                     f"{what} did not become ready within {timeout:g} s: {reason}{suffix}"
                 ) from None
-            if attempts == 1 or attempts % 10 == 0:
-                log.info("waiting for %s: %s", what, reason)
+            if now >= next_report:
+                log.info("waiting for %s (%.0f s): %s", what, now - began, reason)
+                next_report = now + 10
             time.sleep(interval)

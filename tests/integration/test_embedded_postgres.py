@@ -12,23 +12,15 @@ from mlflow_stack.database import connect
 from mlflow_stack.native.postgres import PostgresService, _wheel_bin_dir, server_version
 from mlflow_stack.native.processes import record_of, spawn, stop
 from mlflow_stack.native.service import Layout
-from mlflow_stack.settings import Settings
 from mlflow_stack.waiting import wait_for
-from tests.conftest import distinct_free_ports
+from tests.conftest import distinct_free_ports, make_settings
 
 
 def test_wheel_postgres_initialises_starts_accepts_the_password_and_stops() -> None:
     wheel = _wheel_bin_dir()
     assert wheel is not None
     (port,) = distinct_free_ports(1)
-    settings = Settings.from_env(
-        {
-            "POSTGRES_PORT": str(port),
-            "POSTGRES_PASSWORD": "wheel-password-123456",
-            "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123456",
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": "flask-secret-key-123456",
-        }
-    )
+    settings = make_settings(POSTGRES_PORT=str(port), POSTGRES_PASSWORD="wheel-password-123456")
     root = Path(tempfile.mkdtemp(prefix="mlflow-stack-wheel-pg-"))
     root.chmod(0o755)
     layout = Layout(root / "data")

@@ -9,13 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LiveStack, distinct_free_ports, run_cli
+from tests.conftest import REQUIRED, LiveStack, distinct_free_ports, run_cli
 
-VALID = {
-    "POSTGRES_PASSWORD": "pg-password-123456",
-    "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123456",
-    "MLFLOW_FLASK_SERVER_SECRET_KEY": "flask-secret-key-123456",
-}
+VALID = REQUIRED
 
 
 def serve(tmp_path: Path, **env: str):

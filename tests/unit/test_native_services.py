@@ -15,20 +15,7 @@ from mlflow_stack.native.postgres import candidate_bin_dirs, find_bin_dir
 from mlflow_stack.native.s3 import MinioService, SeaweedFSService, s3_service_class
 from mlflow_stack.native.service import Layout
 from mlflow_stack.native.stack import check_native_settings
-from mlflow_stack.settings import Settings
-
-BASE = {
-    "POSTGRES_PASSWORD": "pg-password-123456",
-    "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123456",
-    "MLFLOW_FLASK_SERVER_SECRET_KEY": "flask-secret-key-123456",
-    "MLFLOW_STACK_S3_ACCESS_KEY": "access-key-1",
-    "MLFLOW_STACK_S3_SECRET_KEY": "s3-secret-key-123456",
-    "MLFLOW_STACK_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
-}
-
-
-def settings(**overrides: str) -> Settings:
-    return Settings.from_env({**BASE, **overrides})
+from tests.conftest import make_settings as settings
 
 
 def executable(path: Path) -> Path:
@@ -180,3 +167,15 @@ def test_native_runtime_refuses_settings_it_cannot_honour(
     with pytest.raises(StackError, match=named):
         check_native_settings(settings(**overrides))
     check_native_settings(settings())
+
+
+def test_layout_creates_a_private_root_but_leaves_an_existing_one_alone(tmp_path: Path) -> None:
+    fresh = Layout(tmp_path / "new" / "data")
+    fresh.create()
+    expected = 0o711 if os.geteuid() == 0 else 0o700
+    assert stat.S_IMODE(fresh.root.stat().st_mode) == expected
+    assert stat.S_IMODE(fresh.logs.stat().st_mode) == 0o700
+    existing = tmp_path / "home"
+    existing.mkdir(mode=0o755)
+    Layout(existing).create()
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o755

@@ -11,19 +11,11 @@ from mlflow_stack.serve import (
     write_auth_config,
 )
 from mlflow_stack.settings import Settings
-
-BASE = {
-    "POSTGRES_PASSWORD": "pg-password-123456",
-    "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123456",
-    "MLFLOW_FLASK_SERVER_SECRET_KEY": "flask-secret-key-123456",
-    "MLFLOW_STACK_S3_ACCESS_KEY": "access-key-1",
-    "MLFLOW_STACK_S3_SECRET_KEY": "s3-secret-key-123456",
-    "MLFLOW_STACK_S3_ENDPOINT_URL": "http://minio:9000",
-}
+from tests.conftest import make_settings
 
 
 def settings(**overrides: str) -> Settings:
-    return Settings.from_env({**BASE, **overrides})
+    return make_settings(**{"MLFLOW_STACK_S3_ENDPOINT_URL": "http://minio:9000", **overrides})
 
 
 def option(args: list[str], name: str) -> str:

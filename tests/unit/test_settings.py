@@ -13,12 +13,9 @@ from mlflow_stack.settings import (
     render_env_file,
     unknown_names,
 )
+from tests.conftest import REQUIRED
 
-SECRETS = {
-    "POSTGRES_PASSWORD": "pg-password-123456",
-    "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-123456",
-    "MLFLOW_FLASK_SERVER_SECRET_KEY": "flask-secret-key-123456",
-}
+SECRETS = REQUIRED
 
 
 def problems(**overrides: str) -> list[str]:

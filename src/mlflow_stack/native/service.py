@@ -33,9 +33,11 @@ class Layout:
         return self.run / f"{service}.json"
 
     def create(self) -> None:
-        # When PostgreSQL runs under its own account, that account must traverse the root.
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o711 if os.geteuid() == 0 else 0o700)
+        # A new root is private; when PostgreSQL runs under its own account (we are root),
+        # that account must traverse it. An existing directory keeps the mode its owner chose.
+        if not self.root.exists():
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o711 if os.geteuid() == 0 else 0o700)
         for directory in (self.logs, self.run):
             directory.mkdir(mode=0o700, exist_ok=True)
 
