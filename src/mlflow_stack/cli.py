@@ -188,8 +188,11 @@ def status(obj: Context, data_dir: Path, as_json: bool) -> None:
 
     Exits 0 when every service is healthy, 1 otherwise.
     """
-    from mlflow_stack.native.stack import NativeStack
+    from mlflow_stack.native.stack import NativeStack, running
 
+    if not running(data_dir) and not as_json:
+        click.echo(f"mlflow-stack is not running (data dir: {data_dir}).", err=True)
+        sys.exit(1)
     environ = obj.environment()
     statuses = NativeStack(obj.settings(environ), environ, data_dir).status()
     if as_json:

@@ -175,7 +175,11 @@ def test_everything_survives_down_and_up_and_down_leaves_no_process(
         assert not alive, f"{service} left processes behind: {alive}"
     assert stack.records() == {}
     assert listening_addresses(stack) == set()
-    assert stack.cli("status").returncode == 1
+    stopped = stack.cli("status")
+    assert stopped.returncode == 1
+    assert "not running" in stopped.stderr
+    stopped = json.loads(stack.cli("status", "--json").stdout)
+    assert [s["state"] for s in stopped] == ["stopped"] * 3
 
     stack.up()
     got = client.get_run(run.info.run_id)

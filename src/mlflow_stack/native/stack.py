@@ -220,5 +220,11 @@ def down(data_dir: Path) -> list[str]:
         return [cls.name for cls in STOP_ORDER if _stop_service(layout, cls.name, cls)]
 
 
+def running(data_dir: Path) -> list[str]:
+    """The services with a live process under ``data_dir`` (needs no settings)."""
+    layout = Layout(data_dir.resolve())
+    return [name for name in SERVICE_NAMES if _live_record(layout, name)]
+
+
 def log_path(data_dir: Path, service: str) -> Path:
     return Layout(data_dir.resolve()).log(service)
