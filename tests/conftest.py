@@ -18,6 +18,7 @@ import pytest
 
 from mlflow_stack.envfile import merged_environment
 from mlflow_stack.native.processes import ProcessRecord, free_port
+from mlflow_stack.native.service import Layout
 from mlflow_stack.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,7 +107,7 @@ class LiveStack:
 
     def records(self) -> dict[str, ProcessRecord]:
         found = {}
-        for path in (self.data_dir / "run").glob("*.json"):
+        for path in Layout(self.data_dir).run.glob("*.json"):
             record = ProcessRecord.load(path)
             if record:
                 found[path.stem] = record

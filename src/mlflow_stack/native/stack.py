@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -158,11 +159,11 @@ class NativeStack:
                         "program: pick a free port"
                     )
 
-    def _await_healthy(self, service: Service, proc: object) -> None:
+    def _await_healthy(self, service: Service, proc: subprocess.Popen[bytes]) -> None:
         log_path = self.layout.log(service.name)
 
         def healthy() -> None:
-            code = proc.poll()  # type: ignore[attr-defined]
+            code = proc.poll()
             if code is not None:
                 last = tail(log_path, 1).strip() or "(no output)"
                 raise StackError(
