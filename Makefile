@@ -15,11 +15,14 @@ help: ## Show the targets
 
 # The venv is rebuilt when a lock changes. `uv pip sync` installs exactly the pins of
 # requirements-dev.txt, which include every pin of the image's mlflow-server/requirements.txt.
-$(STAMP): requirements-dev.txt mlflow-server/requirements.txt pyproject.toml
+# checkov lives in its own venv: it pins an old `packaging` that breaks pytest.
+$(STAMP): requirements-dev.txt mlflow-server/requirements.txt requirements-checkov.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python --compile-bytecode requirements-dev.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode --no-deps -e .
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(BIN)/uv pip sync --quiet --python $(VENV)/checkov/bin/python requirements-checkov.txt
 	@if command -v npm >/dev/null; then \
 		npm install --silent --no-audit --no-fund --prefix $(VENV)/node dclint@$(DCLINT_VERSION); \
 	else echo "npm not found: the compose lint test (dclint) will be skipped"; fi
@@ -50,6 +53,8 @@ lock: ## Re-pin the requirements from the .in files
 		mlflow-server/requirements.in -o mlflow-server/requirements.txt
 	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 		requirements-dev.in -o requirements-dev.txt
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		requirements-checkov.in -o requirements-checkov.txt
 
 clean: down ## Remove .venv and the native stack's data (asks first)
 	@read -r -p "Delete .venv and .data (all runs and artifacts)? [y/N] " answer; \
