@@ -57,6 +57,7 @@ def write_auth_config(settings: Settings, directory: Path) -> Path:
         f"database_uri = {settings.auth_database_uri}\n"
         f"admin_username = {settings.admin_username}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        f"auth_cache_ttl_seconds = {settings.auth_cache_ttl}\n"
     )
     return path
 

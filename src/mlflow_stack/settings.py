@@ -367,6 +367,14 @@ class Settings:
         default="READ",
         parse=_choice("READ", "EDIT", "MANAGE", "NO_PERMISSIONS"),
     )
+    auth_cache_ttl: int = _setting(
+        "MLFLOW_STACK_AUTH_CACHE_TTL",
+        "Seconds a worker remembers a verified password (0: verify every request, ~0.1 s of "
+        "scrypt each). A password change or user deletion reaches the other workers within it.",
+        "auth",
+        default="60",
+        parse=_int_between(0, 3600),
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

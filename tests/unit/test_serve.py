@@ -92,4 +92,5 @@ def test_auth_config_points_the_user_store_at_postgres_without_a_secret(tmp_path
     section = parser["mlflow"]
     assert section["database_uri"] == "postgresql+psycopg2://mlflow@127.0.0.1:5432/mlflow_auth"
     assert section["default_permission"] == "NO_PERMISSIONS"
+    assert section["auth_cache_ttl_seconds"] == "60"
     assert "password" not in path.read_text().lower()
