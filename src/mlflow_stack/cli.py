@@ -171,12 +171,23 @@ Data: {data_dir}/   Status: mlflow-stack status   Stop: mlflow-stack down"""
 
 @cli.command()
 @DATA_DIR_OPTION
-def down(data_dir: Path) -> None:
-    """Stop the native stack gracefully, in reverse order; the data stays."""
-    from mlflow_stack.native.stack import down as stop_all
+@click.argument("services", nargs=-1, type=click.Choice(["postgres", "s3", "mlflow"]))
+def down(data_dir: Path, services: tuple[str, ...]) -> None:
+    """Stop the native stack gracefully, in reverse order; the data stays.
 
-    stopped = stop_all(data_dir)
-    click.echo("mlflow-stack is stopped." if stopped else "mlflow-stack was not running.", err=True)
+    Name SERVICES to stop only those: `mlflow-stack down mlflow && mlflow-stack up` restarts
+    the server after a change to .env.
+    """
+    from mlflow_stack.native.stack import SERVICE_NAMES
+    from mlflow_stack.native.stack import down as stop
+
+    stopped = stop(data_dir, services or SERVICE_NAMES)
+    if services:
+        click.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}", err=True)
+    else:
+        click.echo(
+            "mlflow-stack is stopped." if stopped else "mlflow-stack was not running.", err=True
+        )
 
 
 @cli.command()

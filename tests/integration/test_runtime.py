@@ -250,3 +250,16 @@ def test_seaweedfs_internal_grpc_needs_the_stacks_certificate(
     assert run.info.run_id in browse(stack.data_dir / "s3", timeout=30)
     # from anywhere else: no TLS client certificate, no answer
     assert run.info.run_id not in browse(tmp_path, timeout=8)
+
+
+def test_down_one_service_and_up_restarts_only_that_one(stack: LiveStack) -> None:
+    before = {name: r.pid for name, r in stack.records().items()}
+    result = stack.cli("down", "mlflow")
+    assert result.returncode == 0, result.stderr
+    assert "stopped: mlflow" in result.stderr
+    assert set(stack.records()) == {"postgres", "s3"}
+    stack.up()
+    after = {name: r.pid for name, r in stack.records().items()}
+    assert after["postgres"] == before["postgres"] and after["s3"] == before["s3"]
+    assert after["mlflow"] != before["mlflow"]
+    assert stack.cli("status").returncode == 0

@@ -12,7 +12,7 @@ import fcntl
 import logging
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -212,13 +212,18 @@ def _stop_service(layout: Layout, name: str, cls: type[Service]) -> bool:
     return True
 
 
-def down(data_dir: Path) -> list[str]:
-    """Stop every running service in reverse start order; return the ones stopped."""
+def down(data_dir: Path, services: Iterable[str] = SERVICE_NAMES) -> list[str]:
+    """Stop the given running services in reverse start order; return the ones stopped."""
     layout = Layout(data_dir.resolve())
     if not layout.run.is_dir():
         return []
+    wanted = set(services)
     with _exclusive(layout):
-        return [cls.name for cls in STOP_ORDER if _stop_service(layout, cls.name, cls)]
+        return [
+            cls.name
+            for cls in STOP_ORDER
+            if cls.name in wanted and _stop_service(layout, cls.name, cls)
+        ]
 
 
 def running(data_dir: Path) -> list[str]:
