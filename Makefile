@@ -8,7 +8,7 @@ DCLINT_VERSION := 3.1.0
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status logs test lint lock clean
+.PHONY: help install up down status logs test lint bench lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -48,6 +48,15 @@ test: $(STAMP) ## Install everything and run the whole test suite
 lint: $(STAMP) ## Static checks only (they also run inside `make test`)
 	$(BIN)/pytest tests/contract
 
+# Stock MLflow for the benchmark's baselines: plain `mlflow` at the server lock's versions.
+$(VENV)/stock/.installed: bench/requirements-stock.txt $(STAMP)
+	$(PYTHON) -m venv $(VENV)/stock
+	$(BIN)/uv pip sync --quiet --python $(VENV)/stock/bin/python --compile-bytecode bench/requirements-stock.txt
+	touch $@
+
+bench: $(VENV)/stock/.installed ## Benchmark stock MLflow vs the stack (ARGS=--quick for a smoke run)
+	$(BIN)/python -m bench $(ARGS)
+
 lock: ## Re-pin the requirements from the .in files
 	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 		mlflow-server/requirements.in -o mlflow-server/requirements.txt
@@ -55,6 +64,8 @@ lock: ## Re-pin the requirements from the .in files
 		requirements-dev.in -o requirements-dev.txt
 	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 		requirements-checkov.in -o requirements-checkov.txt
+	cd bench && ../$(BIN)/uv pip compile --quiet --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 requirements-stock.in -o requirements-stock.txt
 
 clean: down ## Remove .venv and the native stack's data (asks first)
 	@read -r -p "Delete .venv and .data (all runs and artifacts)? [y/N] " answer; \

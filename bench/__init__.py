@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of stock MLflow set-ups and mlflow-stack (`make bench`)."""

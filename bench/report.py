@@ -1,0 +1,146 @@
+"""Turn the benchmark's numbers into one Markdown report (and keep the JSON beside it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NAMES = {"a": "(a) stock, sqlite", "b": "(b) stock, PG + S3", "c": "(c) mlflow-stack"}
+
+
+def _ratio(better: float | None, worse: float | None) -> str:
+    if not better or not worse:
+        return "-"
+    return f"{worse / better:.1f}x"
+
+
+def _ratios(results: dict[str, Any], keys: list[str], value: Any, *, higher: bool) -> list[str]:
+    """How many times better (c) is than each other set-up, for one number."""
+    if "c" not in results:
+        return []
+    ours = value(results["c"])
+    return [
+        _ratio(value(results[k]), ours) if higher else _ratio(ours, value(results[k]))
+        for k in keys
+        if k != "c"
+    ]
+
+
+def _cells(results: dict[str, Any], keys: list[str], get: Any) -> list[str]:
+    return [get(results[k]) if k in results else "-" for k in keys]
+
+
+def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
+    keys = [k for k in "abc" if k in results]
+    head = " | ".join(NAMES[k] for k in keys)
+    ratios = [f"{k}/c" for k in keys if k != "c"] if "c" in results else []
+    lines = [
+        f"# mlflow-stack benchmark ({meta['mode']})",
+        "",
+        f"{meta['date']} · {meta['machine']} · MLflow {meta['mlflow']} · "
+        f"command: `{meta['command']}`",
+        "",
+        "Ratios say how many times better (c) is: time ratios for latency, rate ratios for "
+        "throughput.",
+        "",
+    ]
+
+    lines += [
+        "## Small requests over keep-alive, Python client (p50 / p95 ms)",
+        "",
+        f"| call | {head} | " + " | ".join(f"{r} (p50)" for r in ratios) + " |",
+        "|---" * (1 + len(keys) + len(ratios)) + "|",
+    ]
+    for call in ("log_param", "log_metric", "get_run", "search_runs"):
+        cells = _cells(
+            results,
+            keys,
+            lambda r, c=call: f"{r['latency'][c]['p50_ms']} / {r['latency'][c]['p95_ms']}",
+        )
+        row = _ratios(results, keys, lambda r, c=call: r["latency"][c]["p50_ms"], higher=False)
+        lines.append(f"| {call} | " + " | ".join(cells + row) + " |")
+
+    lines += [
+        "",
+        "## Ingestion: each run logs 20 params and 1,000 points in 5 `log_batch` calls",
+        "",
+        "Metric points per second (runs per second, errors). Every error counts: the client "
+        "does not retry.",
+        "",
+        f"| clients | {head} | " + " | ".join(ratios) + " |",
+        "|---" * (1 + len(keys) + len(ratios)) + "|",
+    ]
+    for index, entry in enumerate(results[keys[0]]["ingestion"]):
+        cells = _cells(
+            results,
+            keys,
+            lambda r, i=index: (
+                f"{r['ingestion'][i]['points_per_s']:,} ({r['ingestion'][i]['runs_per_s']}, "
+                f"{r['ingestion'][i]['errors']})"
+            ),
+        )
+        row = _ratios(
+            results, keys, lambda r, i=index: r["ingestion"][i]["points_per_s"], higher=True
+        )
+        lines.append(f"| {entry['clients']} | " + " | ".join(cells + row) + " |")
+
+    runs = results[keys[0]]["search"]["runs"]
+    lines += [
+        "",
+        f"## `search_runs` over {runs:,} runs in one experiment (p50 / p95 ms)",
+        "",
+        f"| query | {head} | " + " | ".join(f"{r} (p95)" for r in ratios) + " |",
+        "|---" * (1 + len(keys) + len(ratios)) + "|",
+    ]
+    queries = [
+        q for q in results[keys[0]]["search"] if isinstance(results[keys[0]]["search"][q], dict)
+    ]
+    for query in queries:
+        cells = _cells(
+            results,
+            keys,
+            lambda r, q=query: f"{r['search'][q]['p50_ms']} / {r['search'][q]['p95_ms']}",
+        )
+        row = _ratios(results, keys, lambda r, q=query: r["search"][q]["p95_ms"], higher=False)
+        lines.append(f"| {query} | " + " | ".join(cells + row) + " |")
+
+    lines += [
+        "",
+        "## Artifacts (MB/s, upload / download)",
+        "",
+        "Proxied: through the server with the MLflow client. Direct: boto3 against the same S3.",
+        "",
+        "| files | "
+        + " | ".join(f"{NAMES[k]} proxied" for k in keys)
+        + " | (c) direct S3 | (c) proxied / direct upload |",
+        "|---" * (3 + len(keys)) + "|",
+    ]
+    for group in results[keys[0]]["artifacts"]:
+        cells = _cells(
+            results,
+            keys,
+            lambda r, g=group: (
+                f"{r['artifacts'][g]['proxied_up_MBps']} / {r['artifacts'][g]['proxied_down_MBps']}"
+            ),
+        )
+        c = results.get("c", {}).get("artifacts", {}).get(group, {})
+        direct = (
+            f"{c['direct_up_MBps']} / {c['direct_down_MBps']}" if "direct_up_MBps" in c else "-"
+        )
+        share = f"{100 * c['proxied_up_vs_direct']:.0f} %" if "proxied_up_vs_direct" in c else "-"
+        lines.append(f"| {group} | " + " | ".join([*cells, direct, share]) + " |")
+
+    lines += [
+        "",
+        "## Resident memory (MB)",
+        "",
+        "| set-up | idle | after load | processes after load |",
+        "|---|---|---|---|",
+    ]
+    for k in keys:
+        idle, loaded = results[k]["memory_idle"], results[k]["memory_after_load"]
+        parts = ", ".join(
+            f"{name} {v['MB']}" + (f" ({v['count']})" if v["count"] > 1 else "")
+            for name, v in loaded["processes"].items()
+        )
+        lines.append(f"| {NAMES[k]} | {idle['total_MB']} | {loaded['total_MB']} | {parts} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,305 @@
+"""The benchmark's workloads. Each drives one running set-up through the Python MLflow client
+and returns plain numbers for the report."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import psutil
+from mlflow.entities import Metric, Param
+
+from bench.seed import seed_runs
+from bench.setups import Running
+
+MB = 2**20
+
+
+@dataclass(frozen=True)
+class Sizes:
+    latency_calls: int
+    ingestion: dict[int, int]  # concurrent clients -> runs per client
+    search_runs: int
+    search_repeats: int
+    small_files: int  # 1 MB each
+    medium_files: int
+    medium_mb: int
+    large_mb: int  # 0: skip
+
+
+FULL = Sizes(200, {1: 30, 8: 10, 32: 4}, 100_000, 20, 100, 3, 100, 1024)
+QUICK = Sizes(30, {1: 3, 8: 2, 32: 1}, 5_000, 5, 10, 1, 20, 0)
+
+
+def use(running: Running) -> Any:
+    """Point the MLflow client of this process at one set-up; return an MlflowClient."""
+    os.environ["MLFLOW_TRACKING_URI"] = running.tracking_uri
+    for name, value in zip(
+        ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),
+        running.auth or (None, None),
+        strict=True,
+    ):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    # Errors must surface, not hide behind retries; enough pooled connections for 32 clients.
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_POOL_MAXSIZE"] = "64"
+    # set_terminated otherwise fetches the run again just to print links to it
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    mlflow.set_tracking_uri(running.tracking_uri)
+    return mlflow.MlflowClient(running.tracking_uri)
+
+
+def _percentiles(timings_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(timings_ms)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"p50_ms": round(statistics.median(ordered), 2), "p95_ms": round(p95, 2)}
+
+
+def _time_calls(call: Callable[[int], object], count: int, warmup: int = 5) -> dict[str, float]:
+    for i in range(warmup):
+        call(-1 - i)
+    timings = []
+    for i in range(count):
+        began = time.perf_counter()
+        call(i)
+        timings.append((time.perf_counter() - began) * 1000)
+    return _percentiles(timings)
+
+
+def latency(running: Running, sizes: Sizes) -> dict[str, dict[str, float]]:
+    client = use(running)
+    experiment = client.create_experiment(f"bench-latency-{uuid.uuid4().hex[:8]}")
+    run_id = client.create_run(experiment).info.run_id
+    for i in range(10):
+        client.create_run(experiment, run_name=f"neighbour-{i}")
+    n = sizes.latency_calls
+    return {
+        "log_param": _time_calls(lambda i: client.log_param(run_id, f"p{i}", str(i)), n),
+        "log_metric": _time_calls(lambda i: client.log_metric(run_id, "m", i, step=i), n),
+        "get_run": _time_calls(lambda i: client.get_run(run_id), n),
+        "search_runs": _time_calls(lambda i: client.search_runs([experiment], max_results=10), n),
+    }
+
+
+def ingestion(running: Running, clients: int, runs_per_client: int) -> dict[str, float]:
+    """Concurrent training jobs: each run logs 20 params and 1,000 points in 5 log_batch."""
+    use(running)
+    experiment = mlflow.MlflowClient().create_experiment(f"bench-ingest-{uuid.uuid4().hex[:8]}")
+    params = [Param(f"param_{i}", str(i)) for i in range(20)]
+
+    def job(_: int) -> tuple[int, int, str]:
+        client = mlflow.MlflowClient()
+        done = errors = 0
+        last_error = ""
+        for _ in range(runs_per_client):
+            try:
+                run_id = client.create_run(experiment).info.run_id
+                client.log_batch(run_id, params=params)
+                now = int(time.time() * 1000)
+                for chunk in range(5):
+                    steps = range(chunk * 200, (chunk + 1) * 200)
+                    client.log_batch(
+                        run_id, metrics=[Metric("loss", 1 / (s + 1), now, s) for s in steps]
+                    )
+                client.set_terminated(run_id)
+                done += 1
+            except Exception as error:  # noqa: BLE001 - counted and reported
+                errors += 1
+                last_error = f"{type(error).__name__}: {error}"[:300]
+        return done, errors, last_error
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(job, range(clients)))
+    seconds = time.perf_counter() - began
+    done = sum(r[0] for r in results)
+    return {
+        "clients": clients,
+        "runs": done,
+        "errors": sum(r[1] for r in results),
+        "runs_per_s": round(done / seconds, 2),
+        "points_per_s": round(done * 1000 / seconds),
+        "seconds": round(seconds, 1),
+        "last_error": next((r[2] for r in results if r[2]), ""),
+    }
+
+
+SEARCHES = {
+    "filtered+ordered": {
+        "filter_string": "params.family = 'xgboost' and metrics.rmse < 4",
+        "order_by": ["metrics.rmse ASC"],
+        "max_results": 100,
+    },
+    "ordered": {"order_by": ["metrics.rmse ASC"], "max_results": 100},
+    "tag filter": {"filter_string": "tags.team = 'pricing'", "max_results": 100},
+}
+
+
+def search_at_scale(running: Running, sizes: Sizes) -> dict[str, Any]:
+    client = use(running)
+    experiment = client.create_experiment(f"bench-search-{uuid.uuid4().hex[:8]}")
+    artifact_root = client.get_experiment(experiment).artifact_location
+    began = time.perf_counter()
+    seed_runs(
+        running.db_url,
+        running.db_password,
+        experiment_id=int(experiment),
+        artifact_root=artifact_root,
+        total=sizes.search_runs,
+    )
+    result: dict[str, Any] = {
+        "runs": sizes.search_runs,
+        "seed_s": round(time.perf_counter() - began),
+    }
+    for name, query in SEARCHES.items():
+        found = client.search_runs([experiment], **query)
+        if len(found) != query["max_results"]:
+            raise RuntimeError(
+                f"search {name}: {len(found)} runs instead of {query['max_results']}"
+            )
+        values = [r.data.metrics["rmse"] for r in found]
+        if "order_by" in query and values != sorted(values):
+            raise RuntimeError(f"search {name}: results not ordered by rmse")
+        result[name] = _time_calls(
+            lambda _, q=query: client.search_runs([experiment], **q), sizes.search_repeats, 1
+        )
+    return result
+
+
+def make_artifact_files(root: Path, sizes: Sizes) -> dict[str, list[Path]]:
+    """Random files, written once per benchmark and reused by every set-up."""
+    plan = [
+        (f"{sizes.small_files} x 1 MB", "small", sizes.small_files, 1),
+        (
+            f"{sizes.medium_files} x {sizes.medium_mb} MB",
+            "medium",
+            sizes.medium_files,
+            sizes.medium_mb,
+        ),
+    ]
+    if sizes.large_mb:
+        plan.append((f"1 x {sizes.large_mb // 1024} GB", "large", 1, sizes.large_mb))
+    groups = {}
+    for name, folder, count, mb in plan:
+        paths = [root / folder / f"{folder}-{i:03d}.bin" for i in range(count)]
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                with path.open("wb") as handle:
+                    for _ in range(mb):
+                        handle.write(os.urandom(MB))
+        groups[name] = paths
+    return groups
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(8 * MB), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def artifacts(running: Running, groups: dict[str, list[Path]], scratch: Path) -> dict[str, Any]:
+    """MB/s through the server's proxy, and directly against the same S3 store."""
+    use(running)
+    result: dict[str, Any] = {}
+    experiment = mlflow.MlflowClient().create_experiment(f"bench-artifacts-{uuid.uuid4().hex[:8]}")
+    for index, (name, paths) in enumerate(groups.items()):
+        total = sum(p.stat().st_size for p in paths) / MB
+        folder = f"g{index}"
+        with mlflow.start_run(experiment_id=experiment) as run:
+            began = time.perf_counter()
+            if len(paths) > 1:
+                mlflow.log_artifacts(str(paths[0].parent), folder)
+            else:
+                mlflow.log_artifact(str(paths[0]), folder)
+            up = time.perf_counter() - began
+        target = scratch / folder
+        began = time.perf_counter()
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path=folder, dst_path=str(target)
+        )
+        down = time.perf_counter() - began
+        got = target / folder
+        if sorted(p.name for p in got.iterdir()) != sorted(p.name for p in paths):
+            raise RuntimeError(f"artifacts {name}: downloaded files differ from uploaded ones")
+        if _digest(got / paths[-1].name) != _digest(paths[-1]):
+            raise RuntimeError(f"artifacts {name}: downloaded bytes differ")
+        shutil.rmtree(target)
+        entry = {
+            "proxied_up_MBps": round(total / up, 1),
+            "proxied_down_MBps": round(total / down, 1),
+        }
+        if running.s3 is not None:
+            prefix = f"direct/{uuid.uuid4().hex}"
+            began = time.perf_counter()
+            for path in paths:
+                running.s3.upload_file(str(path), running.bucket, f"{prefix}/{path.name}")
+            direct_up = time.perf_counter() - began
+            began = time.perf_counter()
+            for path in paths:
+                running.s3.download_file(
+                    running.bucket, f"{prefix}/{path.name}", str(scratch / "d")
+                )
+            direct_down = time.perf_counter() - began
+            (scratch / "d").unlink()
+            entry |= {
+                "direct_up_MBps": round(total / direct_up, 1),
+                "direct_down_MBps": round(total / direct_down, 1),
+                "proxied_up_vs_direct": round(direct_up / up, 2),
+            }
+        result[name] = entry
+    return result
+
+
+KINDS = (
+    ("huey_consumer", "huey consumer"),
+    ("job_runner", "job runner"),
+    ("spawn_main", "uvicorn worker"),
+    ("-m uvicorn", "uvicorn supervisor"),
+    ("resource_tracker", "multiprocessing tracker"),
+    ("mlflow_stack", "mlflow-stack serve (mlflow server)"),
+    ("mlflow server", "mlflow server (launcher)"),
+    ("weed", "SeaweedFS"),
+    ("postgres", "PostgreSQL"),
+)
+
+
+def _kind(proc: psutil.Process) -> str:
+    try:
+        cmdline = " ".join(proc.cmdline())
+    except psutil.Error:
+        return "gone"
+    return next((label for needle, label in KINDS if needle in cmdline), proc.name())
+
+
+def memory(running: Running) -> dict[str, Any]:
+    """Resident memory of every process of the set-up, grouped by kind (MB)."""
+    by_kind: dict[str, list[float]] = {}
+    for record in running.records:
+        for proc in record.group():
+            try:
+                rss = proc.memory_info().rss / MB
+            except psutil.Error:
+                continue
+            by_kind.setdefault(_kind(proc), []).append(rss)
+    return {
+        "total_MB": round(sum(sum(v) for v in by_kind.values())),
+        "processes": {
+            k: {"count": len(v), "MB": round(sum(v))} for k, v in sorted(by_kind.items())
+        },
+    }
