@@ -72,7 +72,7 @@ def server_arguments(settings: Settings) -> list[str]:
         "--host", settings.host,
         "--port", str(settings.port),
         "--workers", str(settings.workers),
-        "--app-name", "basic-auth",
+        "--app-name", "mlflow-stack",  # basic-auth, proxy-only artifacts (mlflow_stack.app)
         "--allowed-hosts", allowed_hosts(settings),
     ]  # fmt: skip
 
@@ -93,6 +93,7 @@ def server_environment(
         MLFLOW_AUTH_ADMIN_PASSWORD=settings.admin_password,
         MLFLOW_FLASK_SERVER_SECRET_KEY=settings.flask_secret_key,
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="true" if settings.job_execution else "false",
+        MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS="true" if settings.presigned_urls else "false",
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -107,6 +108,16 @@ def prepare(settings: Settings) -> None:
         conn.close()
     ensure_bucket(settings)
     migrate(settings)
+    bootstrap_admin()
+
+
+def bootstrap_admin() -> None:
+    """Create the admin once, before any worker starts (MLflow's launcher does this only for
+    its own app name); the workers then find it and skip the race."""
+    from mlflow.server.auth import bootstrap_admin_user, get_flask_server_secret_key
+
+    get_flask_server_secret_key()
+    bootstrap_admin_user()
 
 
 def serve(settings: Settings, environ: Mapping[str, str]) -> NoReturn:

@@ -292,6 +292,15 @@ class Settings:
         default="us-east-1",
         parse=_region,
     )
+    presigned_urls: bool = _setting(
+        "MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS",
+        "Let clients move large artifacts straight to and from S3 with presigned URLs. Only "
+        "where every client can reach the S3 endpoint (e.g. AWS S3); off: every artifact byte "
+        "goes through the server.",
+        "s3",
+        default="false",
+        parse=_boolean,
+    )
     host: str = _setting(
         "MLFLOW_STACK_HOST",
         "Interface the server binds to (the image sets 0.0.0.0; keep 127.0.0.1 on a shared "

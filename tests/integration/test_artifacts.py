@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import mlflow
+from mlflow import MlflowClient
 
 from tests.conftest import LiveStack
 
@@ -21,6 +23,25 @@ CREDENTIAL_VARIABLES = (
 )
 
 
+def cut_off_from_storage(stack: LiveStack, monkeypatch, tmp_path: Path) -> MlflowClient:
+    """Make S3 unreachable for this client: no credentials from anywhere, and every HTTP
+    request except those to the tracking server (now reached as `localhost`) goes to a dead
+    proxy. Whatever works afterwards went through the server. Returns a client for it."""
+    for name in CREDENTIAL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    port = urlsplit(stack.tracking_uri).port
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://localhost:{port}")
+    mlflow.set_tracking_uri(f"http://localhost:{port}")
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # discard port: nothing listens
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "localhost")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast, not after backoff
+    return MlflowClient(f"http://localhost:{port}")
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -30,13 +51,9 @@ def sha256(path: Path) -> str:
 
 
 def test_files_directories_and_a_50_mb_blob_round_trip(
-    stack: LiveStack, client, experiment_id: str, tmp_path: Path, monkeypatch
+    stack: LiveStack, experiment_id: str, tmp_path: Path, monkeypatch
 ) -> None:
-    # The client gets no storage credentials from anywhere: the server proxies every byte.
-    for name in CREDENTIAL_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    client = cut_off_from_storage(stack, monkeypatch, tmp_path)
     small = tmp_path / "notes.txt"
     small.write_text("trained on january trips\n")
     tree = tmp_path / "preprocessor"
@@ -68,7 +85,9 @@ def test_files_directories_and_a_50_mb_blob_round_trip(
     assert (whole / "preprocessor" / "sub" / "weights.bin").read_bytes() == bytes(range(256)) * 16
     assert sha256(whole / "blobs" / "big.bin") == sha256(big)
 
-    # ... and they are objects in the bucket, under the experiment and run
+    # ... and they are objects in the bucket, under the experiment and run (checked by the
+    # test itself, which may reach S3 again)
+    monkeypatch.undo()
     s3 = stack.s3()
     prefix = f"{experiment_id}/{run_id}/artifacts/"
     listed = s3.list_objects_v2(Bucket=stack.settings.s3_bucket, Prefix=prefix)

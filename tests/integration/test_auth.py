@@ -66,3 +66,11 @@ def test_admin_creates_a_user_who_reads_everything_but_edits_only_their_own(
                         auth=as_user, timeout=10)  # fmt: skip
     assert own.status_code == 200
     assert client.get_experiment(experiment_id).name != "hijacked"
+
+
+def test_server_advertises_proxied_artifact_transfers_only(stack: LiveStack) -> None:
+    """Clients must not be sent to the S3 endpoint, which they may not reach."""
+    info = requests.get(stack.tracking_uri + "/api/3.0/mlflow/server-info", timeout=10).json()
+    assert info["multipart_uploads_enabled"] is False
+    assert info["multipart_downloads_enabled"] is False
+    assert info["store_type"] == "SqlStore"

@@ -9,11 +9,13 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 
 from tests.conftest import LiveStack
+from tests.integration.test_artifacts import cut_off_from_storage
 
 
 def test_model_registers_takes_an_alias_and_loads_back_by_it(
-    stack: LiveStack, client, experiment_id: str
+    stack: LiveStack, experiment_id: str, monkeypatch, tmp_path
 ) -> None:
+    client = cut_off_from_storage(stack, monkeypatch, tmp_path)  # models travel via the server
     rng = np.random.default_rng(7)
     features = rng.normal(size=(200, 3))
     target = features @ np.array([1.5, -2.0, 0.5]) + 3 + rng.normal(scale=0.1, size=200)

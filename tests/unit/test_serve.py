@@ -28,7 +28,7 @@ def test_server_arguments_proxy_artifacts_require_login_and_hide_passwords() -> 
     assert option(args, "--backend-store-uri").startswith("postgresql+psycopg2://mlflow@")
     assert "--serve-artifacts" in args
     assert option(args, "--artifacts-destination") == "s3://team-a"
-    assert option(args, "--app-name") == "basic-auth"
+    assert option(args, "--app-name") == "mlflow-stack"
     assert option(args, "--workers") == "3"
     joined = " ".join(args)
     for secret in ("pg-password-123456", "admin-password-123456", "s3-secret-key-123456"):
@@ -64,6 +64,7 @@ def test_server_environment_carries_credentials_outside_the_command_line(tmp_pat
     assert env["MLFLOW_AUTH_CONFIG_PATH"] == str(tmp_path / "auth.ini")
     assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "admin-password-123456"
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert env["MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS"] == "false"
     assert env["PATH"] == "/usr/bin"
 
 

@@ -1,0 +1,78 @@
+"""The app ``mlflow-stack serve`` runs: MLflow's basic-auth app, registered under the
+``mlflow.app`` entry point as ``mlflow-stack``.
+
+With artifacts proxied to S3, MLflow advertises presigned multipart uploads and downloads in
+``/api/3.0/mlflow/server-info``, and its client then moves artifact bytes straight to and from
+the S3 endpoint instead of through the server. The stack's clients often cannot reach that
+endpoint (compose keeps MinIO on an internal network; the native S3 server listens on
+loopback), so unless MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS allows it, the advertisement says no
+and every artifact byte goes through the server, as the stack promises.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PRESIGNED_SETTING = "MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS"
+SERVER_INFO_PATHS = frozenset({"/api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/server-info"})
+
+
+class ProxiedArtifactsOnly:
+    """ASGI middleware: advertise no presigned (direct-to-S3) artifact transfers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        from mlflow.utils.server_info import (
+            SERVER_INFO_MULTIPART_DOWNLOADS_ENABLED,
+            SERVER_INFO_MULTIPART_UPLOADS_ENABLED,
+        )
+
+        self.app = app
+        self.flags = (
+            SERVER_INFO_MULTIPART_UPLOADS_ENABLED,
+            SERVER_INFO_MULTIPART_DOWNLOADS_ENABLED,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in SERVER_INFO_PATHS:
+            await self.app(scope, receive, send)
+            return
+        start: Message = {}
+        chunks: list[bytes] = []
+
+        async def rewrite(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(chunks)
+            if start["status"] == 200:
+                info = json.loads(body)
+                info.update(dict.fromkeys(self.flags, False))
+                body = json.dumps(info).encode()
+            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, rewrite)
+
+
+def create_app() -> ASGIApp:
+    """The factory uvicorn calls in each worker (``--app-name mlflow-stack``)."""
+    from mlflow.server.auth import create_app as create_basic_auth_app
+
+    app = create_basic_auth_app()
+    if os.environ.get(PRESIGNED_SETTING, "false") == "true":
+        return app
+    return ProxiedArtifactsOnly(app)
