@@ -100,3 +100,22 @@ def test_files_directories_and_a_50_mb_blob_round_trip(
     }
     body = s3.get_object(Bucket=stack.settings.s3_bucket, Key=prefix + "notes.txt")["Body"]
     assert body.read() == small.read_bytes()
+
+
+def test_a_missing_artifact_is_a_prompt_404_not_a_retried_500(
+    stack: LiveStack, client, experiment_id: str
+) -> None:
+    import time
+
+    import requests
+
+    run = client.create_run(experiment_id)
+    url = (
+        f"{stack.tracking_uri}/api/2.0/mlflow-artifacts/artifacts/"
+        f"{experiment_id}/{run.info.run_id}/artifacts/model"
+    )
+    began = time.monotonic()
+    answer = requests.get(url, auth=stack.admin, timeout=30)
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    assert time.monotonic() - began < 5
