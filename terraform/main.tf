@@ -1,0 +1,168 @@
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
+data "aws_region" "current" {}
+
+locals {
+  account_id  = data.aws_caller_identity.current.account_id
+  partition   = data.aws_partition.current.partition
+  region      = data.aws_region.current.name
+  bucket_name = coalesce(var.bucket_name, "${var.name}-artifacts-${local.account_id}-${local.region}")
+}
+
+################################################################################
+# One customer-managed key for everything at rest: database, backups, bucket, secrets,
+# root volume, image repository and logs
+################################################################################
+
+resource "aws_kms_key" "this" {
+  description             = "mlflow-stack ${var.name}: data at rest"
+  enable_key_rotation     = true
+  deletion_window_in_days = var.kms_deletion_window_days
+
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      {
+        # IAM policies of this account decide who uses the key (the default key policy).
+        Sid       = "AccountAdministersTheKey"
+        Effect    = "Allow"
+        Principal = { AWS = "arn:${local.partition}:iam::${local.account_id}:root" }
+        Action    = "kms:*"
+        Resource  = "*"
+      },
+      {
+        Sid       = "CloudWatchLogsEncryptsThisAccountsLogGroups"
+        Effect    = "Allow"
+        Principal = { Service = "logs.${local.region}.amazonaws.com" }
+        Action    = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
+        Resource  = "*"
+        Condition = {
+          ArnLike = {
+            "kms:EncryptionContext:aws:logs:arn" = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:*"
+          }
+        }
+      },
+    ]
+  })
+}
+
+resource "aws_kms_alias" "this" {
+  name          = "alias/${var.name}"
+  target_key_id = aws_kms_key.this.key_id
+}
+
+################################################################################
+# Generated secrets: ephemeral, so they reach RDS and Secrets Manager (write-only arguments)
+# but never the plan or the state. New values are written only when a version variable grows.
+################################################################################
+
+ephemeral "aws_secretsmanager_random_password" "database" {
+  password_length     = 40
+  exclude_punctuation = true
+}
+
+ephemeral "aws_secretsmanager_random_password" "admin" {
+  password_length     = 32
+  exclude_punctuation = true
+}
+
+ephemeral "aws_secretsmanager_random_password" "flask_secret_key" {
+  password_length     = 48
+  exclude_punctuation = true
+}
+
+################################################################################
+# The four parts
+################################################################################
+
+module "network" {
+  source = "./modules/network"
+
+  name                     = var.name
+  vpc_cidr                 = var.vpc_cidr
+  availability_zones       = var.availability_zones
+  vpc_id                   = var.vpc_id
+  public_subnet_ids        = var.public_subnet_ids
+  private_subnet_ids       = var.private_subnet_ids
+  enable_flow_logs         = var.enable_flow_logs
+  flow_logs_retention_days = var.log_retention_days
+  kms_key_arn              = aws_kms_key.this.arn
+}
+
+module "artifacts" {
+  source = "./modules/artifacts"
+
+  bucket_name                        = local.bucket_name
+  kms_key_arn                        = aws_kms_key.this.arn
+  noncurrent_version_expiration_days = var.noncurrent_version_expiration_days
+  force_destroy                      = var.force_destroy
+}
+
+module "database" {
+  source = "./modules/database"
+
+  name                         = var.name
+  vpc_id                       = module.network.vpc_id
+  subnet_ids                   = module.network.private_subnet_ids
+  client_security_group_id     = module.server.security_group_id
+  kms_key_arn                  = aws_kms_key.this.arn
+  master_password              = ephemeral.aws_secretsmanager_random_password.database.random_password
+  password_version             = var.db_password_version
+  instance_class               = var.db_instance_class
+  engine_version               = var.db_engine_version
+  allocated_storage            = var.db_allocated_storage
+  max_allocated_storage        = var.db_max_allocated_storage
+  backup_retention_period      = var.db_backup_retention_days
+  multi_az                     = var.db_multi_az
+  monitoring_interval          = var.db_monitoring_interval
+  performance_insights_enabled = var.db_performance_insights_enabled
+  ca_cert_identifier           = var.db_ca_cert_identifier
+  apply_immediately            = var.db_apply_immediately
+  deletion_protection          = var.deletion_protection
+  skip_final_snapshot          = var.skip_final_snapshot
+  secret_recovery_window_days  = var.secret_recovery_window_days
+}
+
+module "server" {
+  source = "./modules/server"
+
+  name                     = var.name
+  vpc_id                   = module.network.vpc_id
+  subnet_id                = module.network.public_subnet_ids[0]
+  load_balancer_subnet_ids = module.network.public_subnet_ids
+  allowed_cidrs            = var.allowed_cidrs
+  allow_public_ingress     = var.allow_public_ingress
+  certificate_arn          = var.certificate_arn
+  domain_name              = var.domain_name
+  deletion_protection      = var.deletion_protection
+
+  instance_type               = var.instance_type
+  architecture                = var.architecture
+  ami_id                      = var.ami_id
+  root_volume_size            = var.root_volume_size
+  detailed_monitoring         = var.detailed_monitoring
+  associate_public_ip_address = var.associate_public_ip_address
+  image                       = var.image
+  image_tag                   = var.image_tag
+  force_destroy               = var.force_destroy
+
+  bucket_name                = module.artifacts.bucket_name
+  bucket_arn                 = module.artifacts.bucket_arn
+  database_address           = module.database.address
+  database_port              = module.database.port
+  database_name              = module.database.db_name
+  database_username          = module.database.username
+  database_security_group_id = module.database.security_group_id
+  database_secret_arn        = module.database.secret_arn
+  database_password_version  = var.db_password_version
+  kms_key_arn                = aws_kms_key.this.arn
+
+  settings                    = var.settings
+  admin_password              = ephemeral.aws_secretsmanager_random_password.admin.random_password
+  flask_secret_key            = ephemeral.aws_secretsmanager_random_password.flask_secret_key.random_password
+  secrets_version             = var.secrets_version
+  secret_recovery_window_days = var.secret_recovery_window_days
+  log_retention_days          = var.log_retention_days
+}

@@ -1,0 +1,337 @@
+variable "name" {
+  description = "Name prefix of every resource."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,22}[a-z0-9]$", var.name)) && !strcontains(var.name, "--")
+    error_message = "name must be 3-24 lowercase letters, digits or single hyphens, starting with a letter."
+  }
+}
+
+################################################################################
+# Network and access
+################################################################################
+
+variable "vpc_id" {
+  description = "VPC of the server."
+  type        = string
+}
+
+variable "subnet_id" {
+  description = "Subnet of the instance: a public one (routed to an internet gateway) unless the VPC has another way out."
+  type        = string
+}
+
+variable "load_balancer_subnet_ids" {
+  description = "Public subnets (two or more, in different availability zones) for the HTTPS load balancer; used only with certificate_arn."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = var.certificate_arn == null || length(var.load_balancer_subnet_ids) >= 2
+    error_message = "The HTTPS load balancer (certificate_arn) needs two or more load_balancer_subnet_ids in different availability zones."
+  }
+}
+
+variable "allowed_cidrs" {
+  description = "Networks that may reach MLflow (port 5000, or 443 on the load balancer with certificate_arn), e.g. [\"203.0.113.0/24\"]. No default: choose them."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.allowed_cidrs) > 0
+    error_message = "allowed_cidrs must name at least one network, e.g. [\"203.0.113.0/24\"] (your office or VPN)."
+  }
+
+  validation {
+    condition     = alltrue([for cidr in var.allowed_cidrs : can(cidrhost(cidr, 0)) && try(cidrsubnet(cidr, 0, 0) == cidr, false)])
+    error_message = "Every allowed_cidrs entry must be a CIDR block in canonical form, such as 203.0.113.0/24 or 2001:db8::/32 (host bits zero)."
+  }
+
+  validation {
+    condition     = var.allow_public_ingress || !anytrue([for cidr in var.allowed_cidrs : endswith(cidr, "/0")])
+    error_message = "allowed_cidrs contains the whole internet (a /0 block). Name your networks instead, or set allow_public_ingress = true if MLflow really must be open to everyone."
+  }
+}
+
+variable "allow_public_ingress" {
+  description = "Permit a /0 block (the whole internet) in allowed_cidrs. MLflow still requires a login, but every password guess then reaches it."
+  type        = bool
+  default     = false
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate for an HTTPS load balancer in front of the server (null: no load balancer, plain HTTP on port 5000)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]+$", var.certificate_arn))
+    error_message = "certificate_arn must be an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)."
+  }
+}
+
+variable "domain_name" {
+  description = "DNS name clients use for the server (added to MLFLOW_STACK_ALLOWED_HOSTS and used in tracking_uri); you create the DNS record."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.domain_name == null || can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", var.domain_name))
+    error_message = "domain_name must be a lowercase DNS name such as mlflow.example.com (no scheme, port or path)."
+  }
+}
+
+variable "associate_public_ip_address" {
+  description = "Give the instance a public IPv4 address (needed for its way out in the created VPC, which has no NAT gateway)."
+  type        = bool
+  default     = true
+}
+
+variable "deletion_protection" {
+  description = "Protect the load balancer from deletion."
+  type        = bool
+  default     = true
+}
+
+################################################################################
+# Instance
+################################################################################
+
+variable "instance_type" {
+  description = "EC2 instance type; its architecture must match architecture (Graviton types such as t4g.small are arm64)."
+  type        = string
+  default     = "t3.small"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", var.instance_type))
+    error_message = "instance_type must be an EC2 instance type such as t3.small."
+  }
+
+  validation {
+    condition     = can(regex("^[a-z]+[0-9]+g[a-z]*\\.", var.instance_type)) == (var.architecture == "arm64")
+    error_message = "instance_type and architecture disagree: Graviton types (t4g, m7g, ...) need architecture = \"arm64\", the others \"x86_64\"."
+  }
+}
+
+variable "architecture" {
+  description = "CPU architecture of the instance, the Amazon Linux image and the server image: x86_64 or arm64."
+  type        = string
+  default     = "x86_64"
+
+  validation {
+    condition     = contains(["x86_64", "arm64"], var.architecture)
+    error_message = "architecture must be x86_64 or arm64."
+  }
+}
+
+variable "ami_id" {
+  description = "AMI of the instance (an Amazon Linux 2023 derivative); null: the latest Amazon Linux 2023 for architecture."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.ami_id == null || can(regex("^ami-[0-9a-f]{8,17}$", var.ami_id))
+    error_message = "ami_id must look like ami-0123456789abcdef0."
+  }
+}
+
+variable "root_volume_size" {
+  description = "Size of the encrypted root volume in GiB (the OS, Docker and the image)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.root_volume_size >= 20 && var.root_volume_size <= 1024
+    error_message = "root_volume_size must be between 20 and 1024 GiB."
+  }
+}
+
+variable "detailed_monitoring" {
+  description = "One-minute CloudWatch metrics for the instance (a small extra cost)."
+  type        = bool
+  default     = true
+}
+
+variable "image" {
+  description = "The mlflow-server image to run (registry/repository:tag). null: create a private ECR repository and run its image_tag."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.image == null || can(regex("^[a-z0-9][a-z0-9._/:@-]*[a-z0-9]$", var.image))
+    error_message = "image must be an image reference such as 123456789012.dkr.ecr.us-east-1.amazonaws.com/mlflow/mlflow-server:0.1.0."
+  }
+}
+
+variable "image_tag" {
+  description = "Tag of the image in the created ECR repository (tags are immutable: push a new tag and change this to upgrade)."
+  type        = string
+  default     = "0.1.0"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag))
+    error_message = "image_tag must be a Docker tag: letters, digits, _ . and -, at most 128 characters."
+  }
+}
+
+variable "force_destroy" {
+  description = "Let `terraform destroy` delete the ECR repository while it still holds images."
+  type        = bool
+  default     = false
+}
+
+################################################################################
+# What the server connects to
+################################################################################
+
+variable "bucket_name" {
+  description = "The artifact bucket (MLFLOW_STACK_S3_BUCKET)."
+  type        = string
+}
+
+variable "bucket_arn" {
+  description = "ARN of the artifact bucket: the instance role may use this bucket's objects and no other."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.bucket_arn))
+    error_message = "bucket_arn must be an S3 bucket ARN (arn:aws:s3:::NAME)."
+  }
+}
+
+variable "database_address" {
+  description = "Host name of the database (POSTGRES_HOST)."
+  type        = string
+}
+
+variable "database_port" {
+  description = "Port of the database (POSTGRES_PORT)."
+  type        = number
+  default     = 5432
+}
+
+variable "database_name" {
+  description = "Tracking database (POSTGRES_DB)."
+  type        = string
+  default     = "mlflow"
+}
+
+variable "database_username" {
+  description = "Database user (POSTGRES_USER)."
+  type        = string
+  default     = "mlflow"
+}
+
+variable "database_security_group_id" {
+  description = "Security group of the database: the server may open connections to it on database_port."
+  type        = string
+}
+
+variable "database_secret_arn" {
+  description = "Secret with the database password (JSON key password), read at boot through the instance role."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:", var.database_secret_arn))
+    error_message = "database_secret_arn must be a Secrets Manager secret ARN."
+  }
+}
+
+variable "database_password_version" {
+  description = "The database module's password_version: a new one replaces the instance so the server starts with the new password."
+  type        = number
+  default     = 1
+}
+
+variable "kms_key_arn" {
+  description = "ARN of the stack's KMS key (root volume, secret, repository, logs); the role may use it through S3 and Secrets Manager only."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/", var.kms_key_arn))
+    error_message = "kms_key_arn must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)."
+  }
+}
+
+################################################################################
+# MLflow settings and secrets
+################################################################################
+
+variable "settings" {
+  description = "Overrides of the settings that come neither from the infrastructure nor from Secrets Manager (names and defaults as in .env.example), e.g. { MLFLOW_STACK_WORKERS = \"4\" }."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = length(setsubtract(keys(var.settings), keys(local.setting_defaults))) == 0
+    error_message = "settings may only override ${join(", ", sort(keys(local.setting_defaults)))}; the others come from the infrastructure or from Secrets Manager."
+  }
+
+  validation {
+    condition     = alltrue([for value in values(var.settings) : can(regex("^[A-Za-z0-9._@+,:*-]+$", value))])
+    error_message = "settings values must be non-empty and use only letters, digits and . _ @ + , : * - (they are written into a shell here-document)."
+  }
+}
+
+variable "admin_password" {
+  description = "Password of the MLflow admin account (ephemeral: it reaches the secret, never the state)."
+  type        = string
+  ephemeral   = true
+  sensitive   = true
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9]{16,}$", var.admin_password))
+    error_message = "admin_password must be at least 16 letters and digits."
+  }
+}
+
+variable "flask_secret_key" {
+  description = "Secret key that signs the UI's CSRF tokens (ephemeral: it reaches the secret, never the state)."
+  type        = string
+  ephemeral   = true
+  sensitive   = true
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9]{32,}$", var.flask_secret_key))
+    error_message = "flask_secret_key must be at least 32 letters and digits."
+  }
+}
+
+variable "secrets_version" {
+  description = "Increase to write new admin_password and flask_secret_key values into the secret (and replace the instance)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.secrets_version >= 1 && floor(var.secrets_version) == var.secrets_version
+    error_message = "secrets_version must be a whole number, 1 or more."
+  }
+}
+
+variable "secret_recovery_window_days" {
+  description = "Days a deleted secret can be restored (0 deletes it at once)."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.secret_recovery_window_days == 0 || (var.secret_recovery_window_days >= 7 && var.secret_recovery_window_days <= 30)
+    error_message = "secret_recovery_window_days must be 0 or between 7 and 30."
+  }
+}
+
+variable "log_retention_days" {
+  description = "Days CloudWatch Logs keeps the server's logs (a value CloudWatch accepts, e.g. 365)."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a retention CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288 or 3653."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = {}
+}

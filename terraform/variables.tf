@@ -1,0 +1,284 @@
+################################################################################
+# The stack
+################################################################################
+
+variable "name" {
+  description = "Name of the stack: prefix of every resource (3-24 lowercase letters, digits or hyphens)."
+  type        = string
+  default     = "mlflow"
+}
+
+variable "region" {
+  description = "AWS region to deploy to."
+  type        = string
+  default     = "us-east-1"
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
+    error_message = "region must be an AWS region name such as us-east-1."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource (through the provider's default_tags)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "kms_deletion_window_days" {
+  description = "Days before a destroyed KMS key is really deleted (7-30); until then backups and snapshots encrypted with it can be saved."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.kms_deletion_window_days >= 7 && var.kms_deletion_window_days <= 30
+    error_message = "kms_deletion_window_days must be between 7 and 30."
+  }
+}
+
+variable "deletion_protection" {
+  description = "Protect the database (and the load balancer) from deletion; set false, apply, then destroy to tear down."
+  type        = bool
+  default     = true
+}
+
+variable "skip_final_snapshot" {
+  description = "Destroy the database without a final snapshot (throwaway environments only)."
+  type        = bool
+  default     = false
+}
+
+variable "force_destroy" {
+  description = "Let destroy delete a bucket that holds artifacts and a repository that holds images (throwaway environments only)."
+  type        = bool
+  default     = false
+}
+
+variable "secret_recovery_window_days" {
+  description = "Days deleted secrets can be restored (0 deletes them at once)."
+  type        = number
+  default     = 7
+}
+
+variable "log_retention_days" {
+  description = "Days CloudWatch Logs keeps the server's logs and the VPC flow logs."
+  type        = number
+  default     = 365
+}
+
+################################################################################
+# Who reaches the server, and how
+################################################################################
+
+variable "allowed_cidrs" {
+  description = "Networks that may reach MLflow, e.g. [\"203.0.113.0/24\"] (your office or VPN). Required; a /0 block needs allow_public_ingress."
+  type        = list(string)
+}
+
+variable "allow_public_ingress" {
+  description = "Permit a /0 block (the whole internet) in allowed_cidrs."
+  type        = bool
+  default     = false
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate (same region) for an HTTPS load balancer in front of the server; null serves plain HTTP on port 5000."
+  type        = string
+  default     = null
+}
+
+variable "domain_name" {
+  description = "DNS name clients use (you create the record: to the load balancer with TLS, else to the instance)."
+  type        = string
+  default     = null
+}
+
+################################################################################
+# Network
+################################################################################
+
+variable "vpc_cidr" {
+  description = "CIDR block of the created VPC."
+  type        = string
+  default     = "10.42.0.0/16"
+}
+
+variable "availability_zones" {
+  description = "Two availability zones for the created VPC; empty: the region's first two standard zones."
+  type        = list(string)
+  default     = []
+}
+
+variable "vpc_id" {
+  description = "Use this existing VPC instead of creating one (with public_subnet_ids and private_subnet_ids)."
+  type        = string
+  default     = null
+}
+
+variable "public_subnet_ids" {
+  description = "With vpc_id: two or more subnets routed to an internet gateway (server, load balancer)."
+  type        = list(string)
+  default     = []
+}
+
+variable "private_subnet_ids" {
+  description = "With vpc_id: two or more private subnets (database)."
+  type        = list(string)
+  default     = []
+}
+
+variable "enable_flow_logs" {
+  description = "Record the created VPC's flow logs in CloudWatch Logs."
+  type        = bool
+  default     = true
+}
+
+################################################################################
+# Artifacts
+################################################################################
+
+variable "bucket_name" {
+  description = "Name of the artifact bucket; null: <name>-artifacts-<account>-<region>."
+  type        = string
+  default     = null
+}
+
+variable "noncurrent_version_expiration_days" {
+  description = "Delete overwritten or deleted artifact versions after this many days (null keeps them)."
+  type        = number
+  default     = 90
+}
+
+################################################################################
+# Database
+################################################################################
+
+variable "db_instance_class" {
+  description = "RDS instance class."
+  type        = string
+  default     = "db.t4g.micro"
+}
+
+variable "db_engine_version" {
+  description = "PostgreSQL major (or major.minor) version."
+  type        = string
+  default     = "16"
+}
+
+variable "db_allocated_storage" {
+  description = "Initial database storage in GiB."
+  type        = number
+  default     = 20
+}
+
+variable "db_max_allocated_storage" {
+  description = "Storage autoscaling limit in GiB."
+  type        = number
+  default     = 100
+}
+
+variable "db_backup_retention_days" {
+  description = "Days of automated backups (7-35)."
+  type        = number
+  default     = 7
+}
+
+variable "db_multi_az" {
+  description = "Run a standby in a second availability zone (doubles the database cost)."
+  type        = bool
+  default     = false
+}
+
+variable "db_monitoring_interval" {
+  description = "Seconds between enhanced monitoring samples (0 turns it off)."
+  type        = number
+  default     = 60
+}
+
+variable "db_performance_insights_enabled" {
+  description = "Turn on Performance Insights (7 days free)."
+  type        = bool
+  default     = true
+}
+
+variable "db_apply_immediately" {
+  description = "Apply database changes (e.g. a new instance class) now instead of in the next maintenance window."
+  type        = bool
+  default     = false
+}
+
+variable "db_ca_cert_identifier" {
+  description = "Certificate authority of the database's server certificate (null: the region's default)."
+  type        = string
+  default     = "rds-ca-rsa2048-g1"
+}
+
+variable "db_password_version" {
+  description = "Increase to generate and set a new database password (the instance is replaced to pick it up)."
+  type        = number
+  default     = 1
+}
+
+################################################################################
+# Server
+################################################################################
+
+variable "instance_type" {
+  description = "EC2 instance type of the server."
+  type        = string
+  default     = "t3.small"
+}
+
+variable "architecture" {
+  description = "x86_64 or arm64 (must match instance_type and the image)."
+  type        = string
+  default     = "x86_64"
+}
+
+variable "ami_id" {
+  description = "AMI of the server; null: the latest Amazon Linux 2023."
+  type        = string
+  default     = null
+}
+
+variable "root_volume_size" {
+  description = "Root volume size in GiB."
+  type        = number
+  default     = 30
+}
+
+variable "associate_public_ip_address" {
+  description = "Give the instance a public IPv4 address; false only with an existing VPC whose public_subnet_ids reach ECR, Secrets Manager and SSM another way (NAT gateway, VPC endpoints)."
+  type        = bool
+  default     = true
+}
+
+variable "detailed_monitoring" {
+  description = "One-minute CloudWatch metrics for the instance."
+  type        = bool
+  default     = true
+}
+
+variable "image" {
+  description = "The mlflow-server image to run; null: create a private ECR repository and run its image_tag."
+  type        = string
+  default     = null
+}
+
+variable "image_tag" {
+  description = "Tag of the image in the created ECR repository."
+  type        = string
+  default     = "0.1.0"
+}
+
+variable "settings" {
+  description = "Overrides of MLflow settings that do not come from the infrastructure, e.g. { MLFLOW_STACK_WORKERS = \"4\" } (see .env.example)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "secrets_version" {
+  description = "Increase to generate a new admin password and Flask secret key (the admin password is used only when the admin account is first created)."
+  type        = number
+  default     = 1
+}

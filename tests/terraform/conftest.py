@@ -1,0 +1,312 @@
+"""Fixtures for the Terraform tests: a private copy of terraform/ per purpose, Terraform run with
+its own CLI configuration (the local provider mirror, no registry) and data dirs in temp dirs,
+and moto servers on loopback for the apply test. Nothing is written into the repository."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TERRAFORM_SRC = REPO / "terraform"
+MODULES = ("network", "database", "artifacts", "server")
+#: The local provider mirror (hashicorp/aws only); nothing is fetched from a registry.
+PROVIDER_MIRROR = Path(os.environ.get("TERRAFORM_PROVIDER_MIRROR", "/opt/tf-plugins"))
+
+CLI_CONFIG = f"""\
+provider_installation {{
+  filesystem_mirror {{
+    path    = "{PROVIDER_MIRROR}"
+    include = ["registry.terraform.io/hashicorp/aws"]
+  }}
+  direct {{
+    exclude = ["registry.terraform.io/hashicorp/*"]
+  }}
+}}
+"""
+
+#: Environment variables that could point Terraform or boto3 at a real account.
+_SCRUBBED_PREFIXES = ("AWS_", "TF_")
+
+
+def missing(message: str) -> NoReturn:
+    """A missing tool fails the test in CI (which always has them) and skips it elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def find_tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if not found:
+        missing(f"{name} is not installed (needed by the Terraform tests)")
+    return found
+
+
+def fake_aws_environment() -> dict[str, str]:
+    """Dummy credentials, so nothing can reach a real account even by mistake."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+@dataclass
+class Running:
+    """A Terraform process started in the background."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    started: float
+
+    def wait(self, timeout: float) -> tuple[int, str, float]:
+        """Exit code, output and wall time in seconds (the process is killed on timeout)."""
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return self.process.returncode, self.log.read_text(), time.monotonic() - self.started
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class Terraform:
+    """Terraform run in one working directory with its own data dir."""
+
+    binary: str
+    workdir: Path
+    env: dict[str, str]
+
+    def run(
+        self, *args: str, timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self.binary, *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            pytest.fail(
+                f"terraform {' '.join(args)} failed in {self.workdir} "
+                f"(exit {result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+            )
+        return result
+
+    def start(self, *args: str, log: Path) -> Running:
+        """Start Terraform in the background; its output goes to a file (a pipe that nobody
+        reads while another process is awaited would fill up and stall it)."""
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [self.binary, *args],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        return Running(process, log, time.monotonic())
+
+    def init(self) -> None:
+        self.run("init", "-input=false", "-no-color", timeout=180)
+
+
+class TerraformFactory:
+    """Copies of terraform/ under one temp root, sharing a provider cache."""
+
+    def __init__(self, binary: str, root: Path) -> None:
+        self.binary = binary
+        self.root = root
+        (root / "cli.tfrc").write_text(CLI_CONFIG)
+        (root / "plugin-cache").mkdir()
+
+    def environment(self, data_dir: Path) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
+        env.update(fake_aws_environment())
+        env.update(
+            TF_CLI_CONFIG_FILE=str(self.root / "cli.tfrc"),
+            TF_DATA_DIR=str(data_dir),
+            TF_PLUGIN_CACHE_DIR=str(self.root / "plugin-cache"),
+            TF_IN_AUTOMATION="1",
+            TF_INPUT="0",
+            CHECKPOINT_DISABLE="1",  # no version check against checkpoint-api.hashicorp.com
+        )
+        return env
+
+    def copy(self, name: str, subdir: str = "") -> Terraform:
+        """A fresh copy of terraform/ (without local state or data dirs); Terraform in subdir."""
+        target = self.root / name
+        shutil.copytree(
+            TERRAFORM_SRC,
+            target,
+            ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", ".terraform.lock.hcl"),
+        )
+        data_dir = self.root / f"{name}-data" / (subdir or "root")
+        data_dir.mkdir(parents=True)
+        return Terraform(self.binary, target / subdir, self.environment(data_dir))
+
+    def in_existing(self, copy: Terraform, subdir: str) -> Terraform:
+        """Terraform in a subdirectory (a module) of an existing copy, with its own data dir."""
+        data_dir = self.root / f"{copy.workdir.name}-data" / subdir.replace("/", "-")
+        data_dir.mkdir(parents=True)
+        return Terraform(self.binary, copy.workdir / subdir, self.environment(data_dir))
+
+
+@pytest.fixture(scope="session")
+def terraform_bin() -> str:
+    binary = find_tool("terraform")
+    if not (PROVIDER_MIRROR / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
+        missing(
+            f"terraform's provider mirror {PROVIDER_MIRROR} has no hashicorp/aws "
+            "(set TERRAFORM_PROVIDER_MIRROR to a filesystem mirror)"
+        )
+    return binary
+
+
+@pytest.fixture(scope="session")
+def tf_factory(terraform_bin: str, tmp_path_factory: pytest.TempPathFactory) -> TerraformFactory:
+    return TerraformFactory(terraform_bin, tmp_path_factory.mktemp("terraform"))
+
+
+@pytest.fixture(scope="session")
+def tf_root(tf_factory: TerraformFactory) -> Terraform:
+    """An initialised copy of the root configuration (also installs the test files' modules)."""
+    terraform = tf_factory.copy("static")
+    terraform.init()
+    return terraform
+
+
+# --- moto ---
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class MotoServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def client(self, service: str) -> object:
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+
+def start_moto(directory: Path) -> MotoServer:
+    binary = find_tool("moto_server")
+    port = _free_port()
+    log = directory / "moto.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
+    # Without the managed policies, attaching AmazonSSMManagedInstanceCore answers 404.
+    env.update(fake_aws_environment(), MOTO_IAM_LOAD_MANAGED_POLICIES="true")
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [binary, "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"moto_server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/moto-api/", timeout=2):  # noqa: S310 - loopback
+                return MotoServer(url, process, log)
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    process.kill()
+    pytest.fail(f"moto_server did not answer on {url} within 60 s:\n{log.read_text()}")
+
+
+def stop_moto(server: MotoServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def moto_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[MotoServer]]:
+    """Two moto servers, one per deployment (moto holds only one aws_db_instance per server)."""
+    servers: list[MotoServer] = []
+    try:
+        for _ in range(2):
+            servers.append(start_moto(tmp_path_factory.mktemp("moto")))
+        yield servers
+    finally:
+        for server in servers:
+            stop_moto(server)
+
+
+# --- the emulator deployments, applied in the background ---
+
+_EMULATOR_TESTS = "test_apply_moto.py"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the emulator tests after the other Terraform tests: their apply, started with the
+    first Terraform test, mostly waits on provider waiters, and those tests run meanwhile."""
+    emulator = [item for item in items if item.path.name == _EMULATOR_TESTS]
+    if not emulator:
+        return
+    rest = [item for item in items if item.path.name != _EMULATOR_TESTS]
+    here = Path(__file__).parent
+    last = max((i for i, item in enumerate(rest) if here in item.path.parents), default=-1)
+    items[:] = [*rest[: last + 1], *emulator, *rest[last + 1 :]]
+
+
+@pytest.fixture(scope="session")
+def emulation(tf_factory: TerraformFactory, moto_servers: list[MotoServer]) -> Iterator[Any]:
+    from tests.terraform.emulator import Emulation
+
+    started = Emulation(tf_factory, moto_servers)
+    try:
+        yield started
+    finally:
+        started.cleanup()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_the_emulator_early(request: pytest.FixtureRequest) -> None:
+    """Start the emulator applies with the first Terraform test when emulator tests will run.
+    A failure (or a missing tool) is not raised here: the emulator tests meet it themselves."""
+    if any(item.path.name == _EMULATOR_TESTS for item in request.session.items):
+        with contextlib.suppress(Exception, pytest.skip.Exception, pytest.fail.Exception):
+            request.getfixturevalue("emulation")

@@ -1,0 +1,198 @@
+"""Two deployments of the root configuration against moto servers on loopback, applied side by
+side and in the background (the apply waits ~2 minutes on provider waiters, so the other
+Terraform tests run meanwhile): the default (plain HTTP on port 5000 for allowed_cidrs) and the
+HTTPS variant (an ALB with an ACM certificate in front). Each has its own moto server, because
+moto holds only one aws_db_instance per server."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.terraform.conftest import MotoServer, Running, Terraform, TerraformFactory
+
+ALLOWED_CIDRS = ["203.0.113.0/24", "2001:db8::/48"]
+DOMAIN = "mlflow.example.com"
+SERVICES = (
+    "ec2",
+    "ecr",
+    "elbv2",
+    "iam",
+    "kms",
+    "logs",
+    "rds",
+    "s3",
+    "secretsmanager",
+    "ssm",
+    "sts",
+)
+
+
+def moto_override(url: str) -> str:
+    endpoints = "\n".join(f'    {service:<14} = "{url}"' for service in SERVICES)
+    return f"""\
+# Written by tests/terraform/emulator.py: the provider talks to moto on loopback.
+provider "aws" {{
+  access_key                  = "testing"
+  secret_key                  = "testing"
+  skip_credentials_validation = true
+  skip_metadata_api_check     = true
+  skip_requesting_account_id  = false # with true, rules that reference groups never settle
+  s3_use_path_style           = true
+
+  endpoints {{
+{endpoints}
+  }}
+}}
+"""
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str
+    name: str
+    tls: bool
+
+    def tfvars(self, certificate_arn: str) -> str:
+        text = f"""\
+name                        = "{self.name}"
+allowed_cidrs               = {json.dumps(ALLOWED_CIDRS)}
+# A throwaway environment: destroy must remove everything at once.
+deletion_protection         = false
+skip_final_snapshot         = true
+force_destroy               = true
+secret_recovery_window_days = 0
+kms_deletion_window_days    = 7
+# moto gaps: MonitorInstances is not implemented (apply would hang), and CreateDBInstance
+# ignores the CA, which costs a second 80 s wait for a ModifyDBInstance.
+detailed_monitoring   = false
+db_ca_cert_identifier = null
+"""
+        if self.tls:
+            text += f'certificate_arn = "{certificate_arn}"\ndomain_name     = "{DOMAIN}"\n'
+        return text
+
+
+VARIANTS = (Variant("http", "mlflow-ci", tls=False), Variant("https", "mlflow-tls", tls=True))
+
+
+@dataclass
+class Deployment:
+    variant: Variant
+    terraform: Terraform
+    moto: MotoServer
+    certificate_arn: str = ""
+    apply_output: str = ""
+    apply_seconds: float = 0.0
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def aws(self, service: str) -> Any:
+        return self.moto.client(service)
+
+    @property
+    def instance_id(self) -> str:
+        return str(self.outputs["instance_id"])
+
+    def instance(self) -> dict[str, Any]:
+        reservations = self.aws("ec2").describe_instances(InstanceIds=[self.instance_id])
+        return dict(reservations["Reservations"][0]["Instances"][0])
+
+    def user_data(self) -> str:
+        attribute = self.aws("ec2").describe_instance_attribute(
+            InstanceId=self.instance_id, Attribute="userData"
+        )
+        return base64.b64decode(attribute["UserData"]["Value"]).decode()
+
+    def secret(self, arn: str) -> dict[str, str]:
+        value = self.aws("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+        return dict(json.loads(value))
+
+    def state_text(self) -> str:
+        return (self.terraform.workdir / "terraform.tfstate").read_text()
+
+
+APPLY = ("apply", "-auto-approve", "-no-color", "-parallelism=20")
+DESTROY = ("destroy", "-auto-approve", "-no-color", "-refresh=false", "-parallelism=20")
+
+
+class Emulation:
+    """Both deployments: initialised and applied in the background, awaited on first use."""
+
+    def __init__(self, factory: TerraformFactory, servers: list[MotoServer]) -> None:
+        self.deployments: list[Deployment] = []
+        for variant, server in zip(VARIANTS, servers, strict=True):
+            terraform = factory.copy(f"moto-{variant.key}")
+            deployed = Deployment(variant, terraform, server)
+            if variant.tls:
+                acm = server.client("acm")
+                deployed.certificate_arn = acm.request_certificate(DomainName=DOMAIN)[
+                    "CertificateArn"
+                ]
+            (terraform.workdir / "moto_override.tf").write_text(moto_override(server.url))
+            (terraform.workdir / "moto.auto.tfvars").write_text(
+                variant.tfvars(deployed.certificate_arn)
+            )
+            terraform.init()
+            self.deployments.append(deployed)
+        self._applying: dict[str, Running] | None = self._start(APPLY)
+        self._applied: dict[str, Deployment] | None = None
+        self._failure = ""
+
+    def _start(self, args: tuple[str, ...]) -> dict[str, Running]:
+        return {
+            d.variant.key: d.terraform.start(*args, log=d.terraform.workdir / f"{args[0]}.log")
+            for d in self.deployments
+        }
+
+    def _wait(
+        self, running: dict[str, Running], args: tuple[str, ...]
+    ) -> dict[str, tuple[str, float]]:
+        results = {}
+        try:
+            for deployed in self.deployments:
+                returncode, output, seconds = running[deployed.variant.key].wait(timeout=900)
+                if returncode != 0:
+                    pytest.fail(
+                        f"terraform {' '.join(args)} failed for {deployed.variant.name} "
+                        f"(exit {returncode}):\n{output[-8000:]}"
+                    )
+                results[deployed.variant.key] = (output, seconds)
+        finally:
+            for run in running.values():
+                run.stop()
+        return results
+
+    def applied(self) -> dict[str, Deployment]:
+        """The deployments once both applies have finished (fails if either failed)."""
+        if self._failure:
+            pytest.fail(self._failure)
+        if self._applied is None and self._applying is not None:
+            running, self._applying = self._applying, None
+            try:
+                results = self._wait(running, APPLY)
+            except pytest.fail.Exception as error:
+                self._failure = str(error)
+                raise
+            for deployed in self.deployments:
+                deployed.apply_output, deployed.apply_seconds = results[deployed.variant.key]
+                outputs = json.loads(deployed.terraform.run("output", "-json").stdout)
+                deployed.outputs = {name: value["value"] for name, value in outputs.items()}
+            self._applied = {d.variant.key: d for d in self.deployments}
+        assert self._applied is not None
+        return self._applied
+
+    def destroy(self) -> dict[str, float]:
+        """Destroy both side by side; wall time of each."""
+        self.applied()
+        results = self._wait(self._start(DESTROY), DESTROY)
+        return {key: seconds for key, (_, seconds) in results.items()}
+
+    def cleanup(self) -> None:
+        """Stop an apply that still runs (the session ended early). Nothing else is left to
+        clean: the moto servers hold everything in memory and stop with the session."""
+        for run in (self._applying or {}).values():
+            run.stop()
