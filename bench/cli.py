@@ -137,10 +137,10 @@ def main(  # noqa: PLR0917 - click passes options positionally
         "command": "python -m bench " + " ".join(sys.argv[1:]),
         "stack_overrides": overrides,
     }
-    markdown = report.render(meta, results)
     out.mkdir(parents=True, exist_ok=True)
     name = label or f"{datetime.date.today()}-{meta['mode']}"
     (out / f"{name}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    markdown = report.render(meta, results)
     (out / f"{name}.md").write_text(markdown)
     click.echo(markdown)
     click.echo(f"written: {out / name}.json and .md", err=True)

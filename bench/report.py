@@ -44,7 +44,21 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
         "",
     ]
 
-    lines += [
+    first = results[keys[0]]
+    if "latency" in first:
+        lines += _latency(results, keys, head, ratios)
+    if "ingestion" in first:
+        lines += _ingestion(results, keys, head, ratios)
+    if "search" in first:
+        lines += _search(results, keys, head, ratios)
+    if "artifacts" in first:
+        lines += _artifacts(results, keys)
+    lines += _memory(results, keys)
+    return "\n".join(lines) + "\n"
+
+
+def _latency(results: dict[str, Any], keys: list[str], head: str, ratios: list[str]) -> list[str]:
+    lines = [
         "## Small requests over keep-alive, Python client (p50 / p95 ms)",
         "",
         f"| call | {head} | " + " | ".join(f"{r} (p50)" for r in ratios) + " |",
@@ -58,9 +72,11 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
         )
         row = _ratios(results, keys, lambda r, c=call: r["latency"][c]["p50_ms"], higher=False)
         lines.append(f"| {call} | " + " | ".join(cells + row) + " |")
+    return [*lines, ""]
 
-    lines += [
-        "",
+
+def _ingestion(results: dict[str, Any], keys: list[str], head: str, ratios: list[str]) -> list[str]:
+    lines = [
         "## Ingestion: each run logs 20 params and 1,000 points in 5 `log_batch` calls",
         "",
         "Metric points per second (runs per second, errors). Every error counts: the client "
@@ -82,10 +98,12 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
             results, keys, lambda r, i=index: r["ingestion"][i]["points_per_s"], higher=True
         )
         lines.append(f"| {entry['clients']} | " + " | ".join(cells + row) + " |")
+    return [*lines, ""]
 
+
+def _search(results: dict[str, Any], keys: list[str], head: str, ratios: list[str]) -> list[str]:
     runs = results[keys[0]]["search"]["runs"]
-    lines += [
-        "",
+    lines = [
         f"## `search_runs` over {runs:,} runs in one experiment (p50 / p95 ms)",
         "",
         f"| query | {head} | " + " | ".join(f"{r} (p95)" for r in ratios) + " |",
@@ -102,9 +120,11 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
         )
         row = _ratios(results, keys, lambda r, q=query: r["search"][q]["p95_ms"], higher=False)
         lines.append(f"| {query} | " + " | ".join(cells + row) + " |")
+    return [*lines, ""]
 
-    lines += [
-        "",
+
+def _artifacts(results: dict[str, Any], keys: list[str]) -> list[str]:
+    lines = [
         "## Artifacts (MB/s, upload / download)",
         "",
         "Proxied: through the server with the MLflow client. Direct: boto3 against the same S3.",
@@ -128,9 +148,11 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
         )
         share = f"{100 * c['proxied_up_vs_direct']:.0f} %" if "proxied_up_vs_direct" in c else "-"
         lines.append(f"| {group} | " + " | ".join([*cells, direct, share]) + " |")
+    return [*lines, ""]
 
-    lines += [
-        "",
+
+def _memory(results: dict[str, Any], keys: list[str]) -> list[str]:
+    lines = [
         "## Resident memory (MB)",
         "",
         "| set-up | idle | after load | processes after load |",
@@ -143,4 +165,4 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
             for name, v in loaded["processes"].items()
         )
         lines.append(f"| {NAMES[k]} | {idle['total_MB']} | {loaded['total_MB']} | {parts} |")
-    return "\n".join(lines) + "\n"
+    return lines

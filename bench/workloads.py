@@ -17,7 +17,7 @@ from typing import Any
 
 import mlflow
 import psutil
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 
 from bench.seed import seed_runs
 from bench.setups import Running
@@ -80,16 +80,27 @@ def _time_calls(call: Callable[[int], object], count: int, warmup: int = 5) -> d
 
 
 def latency(running: Running, sizes: Sizes) -> dict[str, dict[str, float]]:
+    """Small calls on typically sized runs: 10 params, 5 metrics and 3 tags each."""
     client = use(running)
     experiment = client.create_experiment(f"bench-latency-{uuid.uuid4().hex[:8]}")
-    run_id = client.create_run(experiment).info.run_id
+    now = int(time.time() * 1000)
+    run_ids = []
     for i in range(10):
-        client.create_run(experiment, run_name=f"neighbour-{i}")
+        run_id = client.create_run(experiment, run_name=f"typical-{i}").info.run_id
+        client.log_batch(
+            run_id,
+            metrics=[Metric(f"metric_{k}", k / 10, now, 0) for k in range(5)],
+            params=[Param(f"param_{k}", str(k)) for k in range(10)],
+            tags=[RunTag(f"tag_{k}", "x") for k in range(3)],
+        )
+        run_ids.append(run_id)
+    target = run_ids[0]
+    writes = client.create_run(experiment, run_name="writes").info.run_id
     n = sizes.latency_calls
     return {
-        "log_param": _time_calls(lambda i: client.log_param(run_id, f"p{i}", str(i)), n),
-        "log_metric": _time_calls(lambda i: client.log_metric(run_id, "m", i, step=i), n),
-        "get_run": _time_calls(lambda i: client.get_run(run_id), n),
+        "log_param": _time_calls(lambda i: client.log_param(writes, f"p{i}", str(i)), n),
+        "log_metric": _time_calls(lambda i: client.log_metric(writes, "m", i, step=i), n),
+        "get_run": _time_calls(lambda i: client.get_run(target), n),
         "search_runs": _time_calls(lambda i: client.search_runs([experiment], max_results=10), n),
     }
 
