@@ -61,6 +61,10 @@ class MlflowService(Service):
                 auth=(self.settings.admin_username, self.settings.admin_password),
             )
         except (OSError, urllib.error.URLError) as error:
-            raise NotReady(str(getattr(error, "reason", error))) from None
+            reason = getattr(error, "reason", error)
+            if isinstance(reason, ConnectionRefusedError):
+                # The normal state for the first ~10 s: serve migrates, then MLflow imports.
+                raise NotReady(f"still starting, port {self.settings.port} not open yet") from None
+            raise NotReady(str(reason)) from None
         if api != 200:
             raise NotReady(f"an authenticated API call answered HTTP {api}")
