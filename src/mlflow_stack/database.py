@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 # pg_advisory_lock key held while migrating, so that servers starting together take turns.
 _MIGRATION_LOCK_KEY = 0x6D6C666C6F77  # "mlflow"
 
+# Session defaults for the tracking database, set with ALTER DATABASE unless the operator has
+# set the same parameter there. work_mem: MLflow's search_runs sorts DISTINCT wide rows; with
+# PostgreSQL's 4 MB, ordering 100,000 runs by a metric spills ~19 MB to disk (EXPLAIN ANALYZE:
+# 325 ms -> 281 ms in memory). It is a per-sort ceiling, not an allocation.
+TRACKING_DATABASE_DEFAULTS = {"work_mem": "32MB"}
+
 
 class _DatabaseMissingError(Exception):
     pass
@@ -122,6 +128,45 @@ def ensure_databases(conn: Connection, settings: Settings) -> list[str]:
         log.info("created database %s", name)
         created.append(name)
     return created
+
+
+def apply_database_defaults(conn: Connection, settings: Settings) -> dict[str, str]:
+    """Set TRACKING_DATABASE_DEFAULTS on POSTGRES_DB where not set yet; return what was set.
+
+    They apply to sessions opened afterwards, so to every server connection. Lacking the
+    privilege (a database owned by another role) only costs speed: warn and go on.
+    """
+    from psycopg2 import errors, sql
+
+    applied = {}
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_database d"
+            " ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole = 0",
+            (settings.postgres_db,),
+        )
+        row = cursor.fetchone()
+        present = {item.split("=", 1)[0] for item in (row[0] if row else [])}
+        for name, value in TRACKING_DATABASE_DEFAULTS.items():
+            if name in present:
+                continue
+            statement = sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                sql.Identifier(settings.postgres_db), sql.Identifier(name), sql.Literal(value)
+            )
+            try:
+                cursor.execute(statement)
+            except errors.InsufficientPrivilege:
+                log.warning(
+                    "POSTGRES_USER=%s may not ALTER DATABASE %s; %s stays at the server's value",
+                    settings.postgres_user,
+                    settings.postgres_db,
+                    name,
+                )
+                continue
+            applied[name] = value
+    if applied:
+        log.info("database %s defaults: %s", settings.postgres_db, applied)
+    return applied
 
 
 def migrate(settings: Settings) -> None:

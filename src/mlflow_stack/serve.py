@@ -21,7 +21,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
-from mlflow_stack.database import ensure_databases, libpq_environment, migrate, wait_for_postgres
+from mlflow_stack.database import (
+    apply_database_defaults,
+    ensure_databases,
+    libpq_environment,
+    migrate,
+    wait_for_postgres,
+)
 from mlflow_stack.settings import Settings
 from mlflow_stack.storage import ensure_bucket, s3_environment
 
@@ -104,6 +110,7 @@ def prepare(settings: Settings) -> None:
     conn = wait_for_postgres(settings)
     try:
         ensure_databases(conn, settings)
+        apply_database_defaults(conn, settings)
     finally:
         conn.close()
     ensure_bucket(settings)
