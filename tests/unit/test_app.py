@@ -7,6 +7,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from mlflow_stack.app import ProxiedArtifactsOnly
 
 INFO = {
@@ -55,3 +57,21 @@ def test_other_paths_pass_through_untouched() -> None:
     messages = call("/api/2.0/mlflow/experiments/search")
     assert len(messages) == 3
     assert json.loads(messages[1]["body"] + messages[2]["body"]) == INFO
+
+
+def test_create_app_freezes_the_startup_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    import mlflow.server.auth
+
+    from mlflow_stack import app as stack_app
+
+    monkeypatch.setattr(mlflow.server.auth, "create_app", lambda: mlflow_like_app)
+    monkeypatch.setenv(stack_app.PRESIGNED_SETTING, "true")
+    gc.unfreeze()
+    try:
+        assert gc.get_freeze_count() == 0
+        assert stack_app.create_app() is mlflow_like_app
+        assert gc.get_freeze_count() > 0  # MLflow's modules are out of the collector's way
+    finally:
+        gc.unfreeze()
