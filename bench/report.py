@@ -61,7 +61,7 @@ def _latency(results: dict[str, Any], keys: list[str], head: str, ratios: list[s
     lines = [
         "## Small requests over keep-alive, Python client (p50 / p95 ms)",
         "",
-        f"| call | {head} | " + " | ".join(f"{r} (p50)" for r in ratios) + " |",
+        _row("call", head, *(f"{r} (p50)" for r in ratios)),
         "|---" * (1 + len(keys) + len(ratios)) + "|",
     ]
     for call in ("log_param", "log_metric", "get_run", "search_runs"):
@@ -82,7 +82,7 @@ def _ingestion(results: dict[str, Any], keys: list[str], head: str, ratios: list
         "Metric points per second (runs per second, errors). Every error counts: the client "
         "does not retry.",
         "",
-        f"| clients | {head} | " + " | ".join(ratios) + " |",
+        _row("clients", head, *ratios),
         "|---" * (1 + len(keys) + len(ratios)) + "|",
     ]
     for index, entry in enumerate(results[keys[0]]["ingestion"]):
@@ -106,7 +106,7 @@ def _search(results: dict[str, Any], keys: list[str], head: str, ratios: list[st
     lines = [
         f"## `search_runs` over {runs:,} runs in one experiment (p50 / p95 ms)",
         "",
-        f"| query | {head} | " + " | ".join(f"{r} (p95)" for r in ratios) + " |",
+        _row("query", head, *(f"{r} (p95)" for r in ratios)),
         "|---" * (1 + len(keys) + len(ratios)) + "|",
     ]
     queries = [
@@ -166,3 +166,7 @@ def _memory(results: dict[str, Any], keys: list[str]) -> list[str]:
         )
         lines.append(f"| {NAMES[k]} | {idle['total_MB']} | {loaded['total_MB']} | {parts} |")
     return lines
+
+
+def _row(*cells: str) -> str:
+    return "| " + " | ".join(cells) + " |"

@@ -1,0 +1,51 @@
+"""`python -m bench --quick` against mlflow-stack: every workload runs and is reported.
+
+The stock set-ups (a, b) need their own venv and several minutes; `make bench` runs them.
+This smoke run proves the harness and the shipped stack together: zero ingestion errors,
+byte-identical artifacts through the proxy, 5,000 seeded runs found in order.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def test_quick_benchmark_of_the_stack_runs_every_workload(tmp_path: Path) -> None:
+    command = ["--quick", "--setups", "c", "--out", str(tmp_path), "--label", "smoke"]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", *command],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    c = json.loads((tmp_path / "smoke.json").read_text())["results"]["c"]
+
+    assert set(c["latency"]) == {"log_param", "log_metric", "get_run", "search_runs"}
+    for call, timing in c["latency"].items():
+        assert 0 < timing["p50_ms"] <= timing["p95_ms"], call
+
+    assert [e["clients"] for e in c["ingestion"]] == [1, 8, 32]
+    for entry in c["ingestion"]:
+        assert entry["errors"] == 0, entry
+        assert entry["points_per_s"] > 0
+
+    assert c["search"]["runs"] == 5000
+    for query in ("filtered+ordered", "ordered", "tag filter"):
+        assert c["search"][query]["p95_ms"] > 0
+
+    assert c["artifacts"], "no artifact groups measured"
+    for group, figures in c["artifacts"].items():
+        assert figures["proxied_up_MBps"] > 0 and figures["direct_up_MBps"] > 0, group
+
+    assert c["memory_idle"]["total_MB"] > 0
+    markdown = (tmp_path / "smoke.md").read_text()
+    for heading in ("Small requests", "Ingestion", "search_runs", "Artifacts", "Resident memory"):
+        assert heading in markdown
