@@ -25,7 +25,6 @@ import common
 import taxi_data
 import trip_model
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
 EXAMPLE = "Example: python examples/autolog_xgboost.py --experiment-name nyc-taxi-autolog"
 
 
@@ -58,32 +57,9 @@ def matrix(prep: Any, split: pd.DataFrame) -> xgb.DMatrix:
     show_default=True,
     help="Stop after this many rounds without a better validation RMSE.",
 )
-@click.option(
-    "--developer",
-    default=common.default_developer,
-    show_default="current user",
-    help="Value of the run's 'developer' tag.",
-)
-@click.option(
-    "--rows",
-    type=int,
-    default=taxi_data.DEFAULT_ROWS,
-    show_default=True,
-    help="Generated trips per month.",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=taxi_data.DEFAULT_SEED,
-    show_default=True,
-    help="Seed of the generated trips and of the booster.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_DATA_DIR,
-    show_default="examples/data",
-    help="Where the generated months are written as parquet.",
+@common.training_options(
+    seed_help="Seed of the generated trips and of the booster.",
+    developer_help="Value of the run's 'developer' tag.",
 )
 def main(
     *,

@@ -8,9 +8,10 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 import requests
@@ -19,7 +20,12 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.time import get_current_time_millis
 
+import taxi_data
+
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
 
 URI_VARIABLE = "MLFLOW_TRACKING_URI"
 CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
@@ -167,3 +173,32 @@ def report(**fields: Any) -> None:
     """The results of a script, one ``name: value`` line each, on stdout."""
     for name, value in fields.items():
         click.echo(f"{name}: {value}")
+
+
+def training_options(*, seed_help: str, developer_help: str) -> Callable[[F], F]:
+    """The options of every script that trains: --developer, --rows, --seed, --data-dir."""
+    options = (
+        click.option(
+            "--developer", default=default_developer, show_default="current user",
+            help=developer_help,
+        ),
+        click.option(
+            "--rows", type=int, default=taxi_data.DEFAULT_ROWS, show_default=True,
+            help="Generated trips per month.",
+        ),
+        click.option(
+            "--seed", type=int, default=taxi_data.DEFAULT_SEED, show_default=True, help=seed_help
+        ),
+        click.option(
+            "--data-dir", type=click.Path(file_okay=False, path_type=Path),
+            default=DEFAULT_DATA_DIR, show_default="examples/data",
+            help="Where the generated months are written as parquet.",
+        ),
+    )  # fmt: skip
+
+    def decorate(command: F) -> F:
+        for option in reversed(options):  # the first listed shows first in --help
+            command = option(command)
+        return command
+
+    return decorate

@@ -30,7 +30,6 @@ import trip_model
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
 EXAMPLE = "Example: python examples/hyperopt_sweep.py --experiment-name nyc-taxi-sweep"
 PARENT_TAG = "mlflow.parentRunId"
 #: The searched parameters, and how to read each back from a run (params are stored as text).
@@ -157,32 +156,9 @@ def trial_params(run: Run) -> dict[str, Any]:
     show_default=True,
     help="Stop a trial after this many rounds without a better RMSE.",
 )
-@click.option(
-    "--developer",
-    default=common.default_developer,
-    show_default="current user",
-    help="Value of the runs' 'developer' tag.",
-)
-@click.option(
-    "--rows",
-    type=int,
-    default=taxi_data.DEFAULT_ROWS,
-    show_default=True,
-    help="Generated trips per month.",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=taxi_data.DEFAULT_SEED,
-    show_default=True,
-    help="Seed of the trips, of the search and of the boosters.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_DATA_DIR,
-    show_default="examples/data",
-    help="Where the generated months are written as parquet.",
+@common.training_options(
+    seed_help="Seed of the trips, of the search and of the boosters.",
+    developer_help="Value of the runs' 'developer' tag.",
 )
 def main(
     *,

@@ -36,7 +36,6 @@ import trip_model
 
 MODELS = ("linear", "ridge", "random-forest")
 CURVE_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
 EXAMPLE = "Example: python examples/manual_logging.py --experiment-name nyc-taxi --model linear"
 
 
@@ -127,32 +126,9 @@ def predicted_vs_actual(actual: np.ndarray, predicted: np.ndarray, path: Path) -
 @click.option(
     "--max-depth", type=int, default=10, show_default=True, help="Tree depth (random-forest)."
 )
-@click.option(
-    "--developer",
-    default=common.default_developer,
-    show_default="current user",
-    help="Value of the run's 'developer' tag.",
-)
-@click.option(
-    "--rows",
-    type=int,
-    default=taxi_data.DEFAULT_ROWS,
-    show_default=True,
-    help="Generated trips per month.",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=taxi_data.DEFAULT_SEED,
-    show_default=True,
-    help="Seed of the generated trips and of the model.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_DATA_DIR,
-    show_default="examples/data",
-    help="Where the generated months are written as parquet.",
+@common.training_options(
+    seed_help="Seed of the generated trips and of the model.",
+    developer_help="Value of the run's 'developer' tag.",
 )
 def main(
     *,
