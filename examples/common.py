@@ -175,20 +175,28 @@ def report(**fields: Any) -> None:
         click.echo(f"{name}: {value}")
 
 
-def training_options(*, seed_help: str, developer_help: str) -> Callable[[F], F]:
-    """The options of every script that trains: --developer, --rows, --seed, --data-dir."""
-    options = (
+def data_options(
+    *, seed_help: str, rows_help: str = "Generated trips per month."
+) -> Callable[[F], F]:
+    """--rows and --seed: which generated trips a script uses."""
+    return _options(
         click.option(
-            "--developer", default=default_developer, show_default="current user",
-            help=developer_help,
-        ),
-        click.option(
-            "--rows", type=int, default=taxi_data.DEFAULT_ROWS, show_default=True,
-            help="Generated trips per month.",
+            "--rows", type=int, default=taxi_data.DEFAULT_ROWS, show_default=True, help=rows_help
         ),
         click.option(
             "--seed", type=int, default=taxi_data.DEFAULT_SEED, show_default=True, help=seed_help
         ),
+    )
+
+
+def training_options(*, seed_help: str, developer_help: str) -> Callable[[F], F]:
+    """The options of every script that trains: --developer, --rows, --seed, --data-dir."""
+    return _options(
+        click.option(
+            "--developer", default=default_developer, show_default="current user",
+            help=developer_help,
+        ),
+        data_options(seed_help=seed_help),
         click.option(
             "--data-dir", type=click.Path(file_okay=False, path_type=Path),
             default=DEFAULT_DATA_DIR, show_default="examples/data",
@@ -196,6 +204,8 @@ def training_options(*, seed_help: str, developer_help: str) -> Callable[[F], F]
         ),
     )  # fmt: skip
 
+
+def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
     def decorate(command: F) -> F:
         for option in reversed(options):  # the first listed shows first in --help
             command = option(command)

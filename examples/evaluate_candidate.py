@@ -93,20 +93,7 @@ def distance_baseline(splits: taxi_data.Splits) -> Any:
     is_flag=True,
     help="Exit with code 1 when the candidate fails (for CI gates).",
 )
-@click.option(
-    "--rows",
-    type=int,
-    default=taxi_data.DEFAULT_ROWS,
-    show_default=True,
-    help="Generated trips per month.",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=taxi_data.DEFAULT_SEED,
-    show_default=True,
-    help="Seed of the generated trips.",
-)
+@common.data_options(seed_help="Seed of the generated trips.")
 def main(
     *,
     model_uri: str,

@@ -210,19 +210,9 @@ def rollback(client: MlflowClient, name: str, aliases: dict[str, str]) -> dict[s
     is_flag=True,
     help="Only make the 'previous' version the champion again.",
 )
-@click.option(
-    "--rows",
-    type=int,
-    default=taxi_data.DEFAULT_ROWS,
-    show_default=True,
-    help="Generated trips per month (of the test month).",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=taxi_data.DEFAULT_SEED,
-    show_default=True,
-    help="Seed of the generated trips.",
+@common.data_options(
+    seed_help="Seed of the generated trips.",
+    rows_help="Generated trips per month (of the test month).",
 )
 def main(
     *, experiment_name: str, model_name: str, top_n: int, roll_back: bool, rows: int, seed: int
