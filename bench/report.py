@@ -31,7 +31,7 @@ def _cells(results: dict[str, Any], keys: list[str], get: Any) -> list[str]:
 
 def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
     keys = [k for k in "abc" if k in results]
-    head = " | ".join(NAMES[k] for k in keys)
+    head = [NAMES[k] for k in keys]
     ratios = [f"{k}/c" for k in keys if k != "c"] if "c" in results else []
     lines = [
         f"# mlflow-stack benchmark ({meta['mode']})",
@@ -57,12 +57,13 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _latency(results: dict[str, Any], keys: list[str], head: str, ratios: list[str]) -> list[str]:
+def _latency(
+    results: dict[str, Any], keys: list[str], head: list[str], ratios: list[str]
+) -> list[str]:
     lines = [
         "## Small requests over keep-alive, Python client (p50 / p95 ms)",
         "",
-        _row("call", head, *(f"{r} (p50)" for r in ratios)),
-        "|---" * (1 + len(keys) + len(ratios)) + "|",
+        *_header("call", *head, *(f"{r} (p50)" for r in ratios)),
     ]
     for call in ("log_param", "log_metric", "get_run", "search_runs"):
         cells = _cells(
@@ -75,15 +76,16 @@ def _latency(results: dict[str, Any], keys: list[str], head: str, ratios: list[s
     return [*lines, ""]
 
 
-def _ingestion(results: dict[str, Any], keys: list[str], head: str, ratios: list[str]) -> list[str]:
+def _ingestion(
+    results: dict[str, Any], keys: list[str], head: list[str], ratios: list[str]
+) -> list[str]:
     lines = [
         "## Ingestion: each run logs 20 params and 1,000 points in 5 `log_batch` calls",
         "",
         "Metric points per second (runs per second, errors). Every error counts: the client "
         "does not retry.",
         "",
-        _row("clients", head, *ratios),
-        "|---" * (1 + len(keys) + len(ratios)) + "|",
+        *_header("clients", *head, *ratios),
     ]
     for index, entry in enumerate(results[keys[0]]["ingestion"]):
         cells = _cells(
@@ -101,13 +103,14 @@ def _ingestion(results: dict[str, Any], keys: list[str], head: str, ratios: list
     return [*lines, ""]
 
 
-def _search(results: dict[str, Any], keys: list[str], head: str, ratios: list[str]) -> list[str]:
+def _search(
+    results: dict[str, Any], keys: list[str], head: list[str], ratios: list[str]
+) -> list[str]:
     runs = results[keys[0]]["search"]["runs"]
     lines = [
         f"## `search_runs` over {runs:,} runs in one experiment (p50 / p95 ms)",
         "",
-        _row("query", head, *(f"{r} (p95)" for r in ratios)),
-        "|---" * (1 + len(keys) + len(ratios)) + "|",
+        *_header("query", *head, *(f"{r} (p95)" for r in ratios)),
     ]
     queries = [
         q for q in results[keys[0]]["search"] if isinstance(results[keys[0]]["search"][q], dict)
@@ -129,10 +132,12 @@ def _artifacts(results: dict[str, Any], keys: list[str]) -> list[str]:
         "",
         "Proxied: through the server with the MLflow client. Direct: boto3 against the same S3.",
         "",
-        "| files | "
-        + " | ".join(f"{NAMES[k]} proxied" for k in keys)
-        + " | (c) direct S3 | (c) proxied / direct upload |",
-        "|---" * (3 + len(keys)) + "|",
+        *_header(
+            "files",
+            *(f"{NAMES[k]} proxied" for k in keys),
+            "(c) direct S3",
+            "(c) proxied / direct upload",
+        ),
     ]
     for group in results[keys[0]]["artifacts"]:
         cells = _cells(
@@ -155,8 +160,7 @@ def _memory(results: dict[str, Any], keys: list[str]) -> list[str]:
     lines = [
         "## Resident memory (MB)",
         "",
-        "| set-up | idle | after load | processes after load |",
-        "|---|---|---|---|",
+        *_header("set-up", "idle", "after load", "processes after load"),
     ]
     for k in keys:
         idle, loaded = results[k]["memory_idle"], results[k]["memory_after_load"]
@@ -168,5 +172,5 @@ def _memory(results: dict[str, Any], keys: list[str]) -> list[str]:
     return lines
 
 
-def _row(*cells: str) -> str:
-    return "| " + " | ".join(cells) + " |"
+def _header(*cells: str) -> list[str]:
+    return ["| " + " | ".join(cells) + " |", "|---" * len(cells) + "|"]
