@@ -1,5 +1,17 @@
 """The app ``mlflow-stack serve`` runs: MLflow's basic-auth app, registered under the
-``mlflow.app`` entry point as ``mlflow-stack``.
+``mlflow.app`` entry point as ``mlflow-stack``, inside the stack's own ASGI layers.
+
+From the outside in, each answering the requests it is about itself:
+
+1. :class:`~mlflow_stack.hosts.HostCheck`: the Host check, stricter than MLflow's (which
+   still runs behind it);
+2. :class:`~mlflow_stack.health.HealthCheck`: ``/health`` follows the backend store,
+   ``/health/live`` the process;
+3. :class:`~mlflow_stack.validation.RequestValidator`: malformed API input gets a 4xx before
+   MLflow or its auth layer reads it;
+4. :class:`~mlflow_stack.credentials.CredentialGuard`: non-basic credentials get 401, repeated
+   failed logins cost no more scrypt;
+5. :class:`ProxiedArtifactsOnly` (below).
 
 With artifacts proxied to S3, MLflow advertises presigned multipart uploads and downloads in
 ``/api/3.0/mlflow/server-info``, and its client then moves artifact bytes straight to and from
@@ -14,16 +26,14 @@ from __future__ import annotations
 import gc
 import json
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from mlflow_stack.asgi import ASGIApp, Message, Receive, Scope, Send
+from mlflow_stack.credentials import CredentialGuard
+from mlflow_stack.health import HealthCheck, backend_store_probe
+from mlflow_stack.hosts import HostCheck, HostPolicy
+from mlflow_stack.settings import Settings
+from mlflow_stack.validation import RequestValidator, mlflow_routes
 
-PRESIGNED_SETTING = "MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS"
 SERVER_INFO_PATHS = frozenset({"/api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/server-info"})
 
 
@@ -72,13 +82,23 @@ class ProxiedArtifactsOnly:
 def create_app() -> ASGIApp:
     """The factory uvicorn calls in each worker (``--app-name mlflow-stack``)."""
     from mlflow.server.auth import create_app as create_basic_auth_app
+    from mlflow.server.auth import is_unprotected_route
 
+    settings = Settings.from_env(os.environ)
     app = create_basic_auth_app()
+    mlflow_routes()  # build the route table now, not on the first request
     # MLflow's imports leave ~500 MB of long-lived objects in each worker; every full
     # collection used to walk them all, which showed as p95 spikes on large responses
     # (search_runs). Frozen objects are never scanned; request garbage still is.
     gc.collect()
     gc.freeze()
-    if os.environ.get(PRESIGNED_SETTING, "false") == "true":
-        return app
-    return ProxiedArtifactsOnly(app)
+    if not settings.presigned_urls:
+        app = ProxiedArtifactsOnly(app)
+    app = CredentialGuard(
+        app,
+        protected=lambda path: not is_unprotected_route(path),
+        remember_success=settings.auth_cache_ttl,
+    )
+    app = RequestValidator(app)
+    app = HealthCheck(app, backend_store_probe(settings))
+    return HostCheck(app, HostPolicy(settings.allowed_hosts))

@@ -80,7 +80,16 @@ def server_arguments(settings: Settings) -> list[str]:
         "--workers", str(settings.workers),
         "--app-name", "mlflow-stack",  # basic-auth, proxy-only artifacts (mlflow_stack.app)
         "--allowed-hosts", allowed_hosts(settings),
+        "--uvicorn-opts", uvicorn_options(settings),
     ]  # fmt: skip
+
+
+def uvicorn_options(settings: Settings) -> str:
+    """Whose X-Forwarded-For to believe. uvicorn believes 127.0.0.1's by default, so any local
+    user could pose as any client; only the configured proxies are believed here."""
+    if not settings.trusted_proxies:
+        return "--no-proxy-headers"
+    return "--proxy-headers --forwarded-allow-ips " + ",".join(settings.trusted_proxies)
 
 
 def server_environment(
@@ -99,6 +108,8 @@ def server_environment(
         MLFLOW_AUTH_ADMIN_PASSWORD=settings.admin_password,
         MLFLOW_FLASK_SERVER_SECRET_KEY=settings.flask_secret_key,
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="true" if settings.job_execution else "false",
+        # Refuse (400) params and tags over MLflow's limits instead of storing them cut short.
+        MLFLOW_TRUNCATE_LONG_VALUES="false",
         MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS="true" if settings.presigned_urls else "false",
         PYTHONUNBUFFERED="1",
     )

@@ -188,6 +188,18 @@ def _host_patterns(value: str) -> tuple[str, ...]:
     return patterns
 
 
+def _networks(value: str) -> tuple[str, ...]:
+    networks = tuple(item.strip() for item in value.split(",") if item.strip())
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{network!r} is not an IP address or CIDR range such as 10.0.0.0/16"
+            ) from None
+    return networks
+
+
 # --- the contract ---
 
 
@@ -330,6 +342,15 @@ class Settings:
         "server",
         default="mlflow",
         parse=_host_patterns,
+    )
+    trusted_proxies: tuple[str, ...] = _setting(
+        "MLFLOW_STACK_TRUSTED_PROXIES",
+        "Reverse proxies or load balancers in front of the server (IP addresses or CIDR ranges, "
+        "comma-separated) whose X-Forwarded-For header names the real client. Empty: trust "
+        "none; the connecting address is the client (failed logins are limited per client).",
+        "server",
+        default="",
+        parse=_networks,
     )
     wait_timeout: int = _setting(
         "MLFLOW_STACK_WAIT_TIMEOUT",

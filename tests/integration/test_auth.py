@@ -1,7 +1,9 @@
-"""Login is required, and the Host check lets the compose service name through."""
+"""Login is required, and the Host check lets the compose service name through but no
+lookalike of a private address."""
 
 from __future__ import annotations
 
+import pytest
 import requests
 
 from tests.conftest import LiveStack
@@ -38,6 +40,40 @@ def test_compose_service_name_passes_the_host_check_and_a_stranger_does_not(
     refused = requests.get(url, auth=stack.admin, headers={"Host": "evil.example"}, timeout=10)
     assert refused.status_code == 403
     assert "Invalid Host header" in refused.text
+
+
+LOOKALIKES = [
+    "10.evil.example",
+    "10.0.0.1.evil.example:5000",
+    "192.168.1.attacker.example",
+    "172.16.attacker.example",
+    "fd00.attacker.example",
+    "localhost.attacker.example",
+]
+LITERALS = ["127.0.0.1", "10.20.30.40:5000", "172.16.0.9", "192.168.1.7:80", "[::1]:5000"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/2.0/mlflow/experiments/search?max_results=1",
+        "/ajax-api/2.0/mlflow/experiments/search?max_results=1",
+        "/api/2.0/mlflow-artifacts/artifacts?path=0",
+        "/",
+    ],
+    ids=["api", "ajax-api", "artifacts", "ui"],
+)
+def test_names_that_merely_look_like_private_addresses_are_refused_on_every_route(
+    stack: LiveStack, path: str
+) -> None:
+    url = stack.tracking_uri + path
+    for host in LOOKALIKES:
+        answer = requests.get(url, auth=stack.admin, headers={"Host": host}, timeout=10)
+        assert answer.status_code == 403, host
+        assert "Invalid Host header" in answer.text
+    for host in LITERALS:
+        answer = requests.get(url, auth=stack.admin, headers={"Host": host}, timeout=10)
+        assert answer.status_code == 200, host
 
 
 def test_admin_creates_a_user_who_reads_everything_but_edits_only_their_own(

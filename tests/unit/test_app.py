@@ -59,19 +59,33 @@ def test_other_paths_pass_through_untouched() -> None:
     assert json.loads(messages[1]["body"] + messages[2]["body"]) == INFO
 
 
-def test_create_app_freezes_the_startup_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_create_app_freezes_the_startup_heap_and_wraps_mlflow_in_the_stacks_layers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import gc
 
     import mlflow.server.auth
 
     from mlflow_stack import app as stack_app
+    from mlflow_stack.credentials import CredentialGuard
+    from mlflow_stack.health import HealthCheck
+    from mlflow_stack.hosts import HostCheck
+    from mlflow_stack.validation import RequestValidator
+    from tests.conftest import WITH_S3
 
     monkeypatch.setattr(mlflow.server.auth, "create_app", lambda: mlflow_like_app)
-    monkeypatch.setenv(stack_app.PRESIGNED_SETTING, "true")
+    for name, value in {**WITH_S3, "MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS": "true"}.items():
+        monkeypatch.setenv(name, value)
     gc.unfreeze()
     try:
         assert gc.get_freeze_count() == 0
-        assert stack_app.create_app() is mlflow_like_app
+        app = stack_app.create_app()
         assert gc.get_freeze_count() > 0  # MLflow's modules are out of the collector's way
     finally:
         gc.unfreeze()
+    layers = []
+    while hasattr(app, "app"):
+        layers.append(type(app))
+        app = app.app
+    assert layers == [HostCheck, HealthCheck, RequestValidator, CredentialGuard]
+    assert app is mlflow_like_app  # presigned URLs allowed: server-info left alone

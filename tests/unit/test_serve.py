@@ -8,6 +8,7 @@ from mlflow_stack.serve import (
     allowed_hosts,
     server_arguments,
     server_environment,
+    uvicorn_options,
     write_auth_config,
 )
 from mlflow_stack.settings import Settings
@@ -53,6 +54,15 @@ def test_allowed_hosts_keep_mlflow_defaults_and_add_configured_names_with_any_po
     assert allowed_hosts(settings(MLFLOW_STACK_ALLOWED_HOSTS="*")) == "*"
 
 
+def test_uvicorn_believes_forwarded_addresses_only_from_configured_proxies() -> None:
+    args = server_arguments(settings())
+    assert option(args, "--uvicorn-opts") == "--no-proxy-headers"
+    proxied = settings(MLFLOW_STACK_TRUSTED_PROXIES="10.0.0.0/16, 192.168.1.7")
+    assert uvicorn_options(proxied) == (
+        "--proxy-headers --forwarded-allow-ips 10.0.0.0/16,192.168.1.7"
+    )
+
+
 def test_server_environment_carries_credentials_outside_the_command_line(tmp_path: Path) -> None:
     env = server_environment(settings(), tmp_path / "auth.ini", {"PATH": "/usr/bin"})
     assert env["PGPASSWORD"] == "pg-password-123456"
@@ -65,6 +75,7 @@ def test_server_environment_carries_credentials_outside_the_command_line(tmp_pat
     assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "admin-password-123456"
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert env["MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS"] == "false"
+    assert env["MLFLOW_TRUNCATE_LONG_VALUES"] == "false"  # long params and tags get a 400
     assert env["PATH"] == "/usr/bin"
 
 

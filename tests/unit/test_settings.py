@@ -67,6 +67,8 @@ def test_an_empty_value_counts_as_unset() -> None:
         ("MLFLOW_STACK_S3_ENDPOINT_URL", "http://minio:90000", "invalid port"),
         ("MLFLOW_STACK_WORKERS", "0", "between 1 and 64"),
         ("MLFLOW_STACK_ALLOWED_HOSTS", "good.example.com, bad/host", "'bad/host'"),
+        ("MLFLOW_STACK_TRUSTED_PROXIES", "10.0.0.0/16, *", "'*' is not an IP address or CIDR"),
+        ("MLFLOW_STACK_TRUSTED_PROXIES", "alb.example.com", "not an IP address or CIDR range"),
         ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "maybe", "true or false"),
         ("MLFLOW_STACK_AUTH_DEFAULT_PERMISSION", "WRITE", "one of READ, EDIT"),
     ],
