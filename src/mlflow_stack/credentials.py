@@ -183,7 +183,14 @@ class CredentialGuard:
             self.succeeded.discard(key)
             self.failed.add(key)
             self.failures.add(client)
-            log.info("failed login for %r from %s", credentials[0], client)
+            if self.failures.retry_after(client) > 0:  # logged once per crossing, not per try
+                log.warning(
+                    "%s failed to log in %d times (last as %r): answering 429 to credentials "
+                    "not seen to succeed until its failures drain",
+                    client,
+                    BURST,
+                    credentials[0],
+                )
         elif 200 <= status < 300:
             self.succeeded.add(key)
 

@@ -103,10 +103,17 @@ def test_a_repeated_wrong_password_is_checked_once_per_ttl() -> None:
     assert mlflow.checks == 2
 
 
-def test_a_client_guessing_passwords_is_slowed_to_the_leak_rate() -> None:
+def test_a_client_guessing_passwords_is_slowed_to_the_leak_rate(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     app, mlflow, clock = guard()
     answers = [login(app, ("ada", f"guess-{i}")).status for i in range(BURST + 5)]
     assert answers == [401] * BURST + [429] * 5
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"10.0.0.1 failed to log in {BURST} times (last as 'ada'): answering 429 to credentials "
+        "not seen to succeed until its failures drain"
+    ]
     assert mlflow.checks == BURST
     limited = login(app, ("ada", "another-guess"))
     assert limited.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
