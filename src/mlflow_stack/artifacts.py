@@ -12,7 +12,9 @@ implement its ``StreamUploadMixin``; for any other repository it first writes th
 to a temporary file (one thread hop per network chunk) and only then uploads the file, so the
 client waits for both copies in turn. Here the body goes to S3 as a multipart upload while it
 is still arriving: a few parts in flight, memory bounded by them, and an aborted upload (client
-gone, S3 error) leaves neither an object nor a dangling multipart upload behind.
+gone, S3 error) leaves neither an object nor a dangling multipart upload behind. The route
+answers 200 only once the stored object has been checked to hold every byte received; if it
+does not, it is deleted and the client gets a 500 saying so, which MLflow's client retries.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 from mlflow.store.artifact.artifact_repo import StreamUploadMixin
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository as MlflowS3Repository
 
-from mlflow_stack.multipart import MultipartUpload
+from mlflow_stack.multipart import MultipartUpload, UploadIntegrityError
 
 MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 
@@ -85,4 +87,7 @@ class S3ArtifactRepository(MlflowS3Repository, StreamUploadMixin):
             self._object_args(artifact_file_name),
             self._bucket_owner_params,
         )
-        await upload.run(chunks)
+        try:
+            await upload.run(chunks)
+        except UploadIntegrityError as error:  # a 500 that says why, rather than a bare one
+            raise MlflowException(f"The upload was not stored whole: {error}") from error

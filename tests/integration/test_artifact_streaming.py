@@ -1,18 +1,23 @@
-"""Proxied uploads stream into S3 (multipart above one part) and arrive whole; an upload cut
-off half-way leaves neither an object nor unfinished multipart parts in the bucket."""
+"""Proxied uploads stream into S3 (multipart above one part) and arrive whole, however fast or
+slow the client sends; an upload cut off half-way leaves neither an object nor unfinished
+multipart parts in the bucket."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import io
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import requests
 
-from mlflow_stack.multipart import PART_SIZE
+from mlflow_stack import multipart
+from mlflow_stack.multipart import PART_SIZE, MultipartUpload
 from tests.conftest import LiveStack
 
 SIZES = {
@@ -76,6 +81,99 @@ def test_an_interrupted_upload_leaves_nothing_behind(stack: LiveStack) -> None:
     deadline = time.monotonic() + 15
     while pending_uploads(stack, prefix) and time.monotonic() < deadline:
         time.sleep(0.5)  # the server aborts the multipart upload once it sees the disconnect
+    assert pending_uploads(stack, prefix) == []
+    listed = s3.list_objects_v2(Bucket=stack.settings.s3_bucket, Prefix=prefix)
+    assert listed.get("KeyCount", 0) == 0
+
+
+def paced(body: bytes, *, chunk: int, rate: float) -> Iterator[bytes]:
+    """`body` in `chunk`-sized pieces at no more than `rate` bytes/s: a client slower than S3,
+    so each part is stored before the next one fills (what numbered parts twice, issue 9)."""
+    start = time.monotonic()
+    for offset in range(0, len(body), chunk):
+        ahead = start + offset / rate - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+        yield body[offset : offset + chunk]
+
+
+def bursts(body: bytes, *, burst: int, chunk: int, pause: float) -> Iterator[bytes]:
+    """`body` in bursts of `burst` bytes (sent in `chunk`-sized pieces) with a pause after
+    each: bursts that straddle part boundaries, and parts that finish during the pauses."""
+    for start in range(0, len(body), burst):
+        piece = body[start : start + burst]
+        for offset in range(0, len(piece), chunk):
+            yield piece[offset : offset + chunk]
+        time.sleep(pause)
+
+
+def assert_stored_whole(stack: LiveStack, key: str, body: bytes) -> None:
+    """Read back from the bucket and through the server: both must be the bytes sent."""
+    size = len(body)
+    stored = stack.s3().get_object(Bucket=stack.settings.s3_bucket, Key=key)
+    assert stored["ContentLength"] == size
+    assert hashlib.sha256(stored["Body"].read()).digest() == hashlib.sha256(body).digest()
+    assert stored["ETag"].strip('"').endswith(f"-{-(-size // PART_SIZE)}"), stored["ETag"]
+    served = requests.get(upload_url(stack, key), auth=stack.admin, timeout=120)
+    assert served.status_code == 200, served.text
+    assert hashlib.sha256(served.content).digest() == hashlib.sha256(body).digest()
+    assert pending_uploads(stack, key) == []
+
+
+def test_a_slow_client_upload_arrives_whole(stack: LiveStack) -> None:
+    key = f"streaming/{uuid.uuid4().hex}/slow.bin"
+    body = os.urandom(40 * 2**20 + 12_345)  # two full parts and a short last one
+
+    started = time.monotonic()
+    answer = requests.put(upload_url(stack, key), data=paced(body, chunk=64 * 1024, rate=4e6),
+                          auth=stack.admin, timeout=120)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert time.monotonic() - started > 8  # really slow: 42 MB at 4 MB/s
+
+    assert_stored_whole(stack, key, body)
+
+
+def test_an_upload_in_bursts_across_part_boundaries_arrives_whole(stack: LiveStack) -> None:
+    key = f"streaming/{uuid.uuid4().hex}/bursts.bin"
+    body = os.urandom(40 * 2**20 + 777)
+    # 6 MiB + 1 per burst: the 16 and 32 MiB boundaries fall inside bursts, inside chunks.
+    chunks = bursts(body, burst=6 * 2**20 + 1, chunk=2**20 + 3, pause=0.4)
+
+    answer = requests.put(upload_url(stack, key), data=chunks, auth=stack.admin, timeout=120)
+    assert answer.status_code == 200, answer.text
+
+    assert_stored_whole(stack, key, body)
+
+
+@pytest.mark.parametrize("checksums", ["when_supported", "when_required"])
+def test_a_part_damaged_on_the_way_to_s3_is_refused(
+    stack: LiveStack, checksums: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether botocore adds its CRC32 (its default) or not (the opt-out some S3 servers need),
+    SeaweedFS must refuse a part that changed after it was checksummed, and nothing stays."""
+    from botocore.exceptions import ClientError
+
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", checksums)
+    monkeypatch.setattr(multipart, "PART_SIZE", 5 * 2**20)  # S3's smallest, to keep it quick
+    s3 = stack.s3()
+
+    def damage_part_2(request: Any, **_: Any) -> None:  # a bit flipped between us and S3
+        if "partNumber=2" in request.url:
+            data = request.body.read()
+            request.body = io.BytesIO(bytes([data[0] ^ 1]) + data[1:])
+
+    s3.meta.events.register("before-send.s3.UploadPart", damage_part_2)
+    prefix = f"streaming/{uuid.uuid4().hex}/"
+    body = os.urandom(12 * 2**20)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for offset in range(0, len(body), 2**20):
+            yield body[offset : offset + 2**20]
+
+    upload = MultipartUpload(s3, stack.settings.s3_bucket, prefix + "damaged.bin", {}, {})
+    with pytest.raises(ClientError, match="BadDigest"):
+        asyncio.run(upload.run(chunks()))
+
     assert pending_uploads(stack, prefix) == []
     listed = s3.list_objects_v2(Bucket=stack.settings.s3_bucket, Prefix=prefix)
     assert listed.get("KeyCount", 0) == 0
