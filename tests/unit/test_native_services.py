@@ -80,6 +80,30 @@ def test_seaweedfs_listens_on_loopback_only_and_phones_nobody(tmp_path: Path) ->
     # internal ports are chosen once and kept
     assert SeaweedFSService(settings(), Layout(tmp_path)).command() == command
     assert len(set(service.ports())) == len(SeaweedFSService.INTERNAL) + 1
+    # the admin's workers dial its HTTP port + 10000, whatever -admin.port.grpc says
+    flags = dict(arg.lstrip("-").split("=", 1) for arg in command[2:])
+    assert int(flags["admin.port.grpc"]) == int(flags["admin.port"]) + 10000
+    # a volume server connection that never sends a request delays its stop this long
+    assert int(flags["idleTimeout"]) < SeaweedFSService.stop_timeout / 2
+
+
+def test_seaweedfs_ports_a_data_dir_depends_on_survive_an_upgrade(tmp_path: Path) -> None:
+    import json
+
+    ports_file = tmp_path / "s3" / "ports.json"
+    ports_file.parent.mkdir()
+    old = {name: 20000 + i for i, name in enumerate(SeaweedFSService.INTERNAL)}
+    del old["s3_grpc"]  # a port a newer version added
+    ports_file.write_text(json.dumps({**old, "webdav": 29999}))  # and one it dropped
+    SeaweedFSService(settings(), Layout(tmp_path)).ports()
+    ports = json.loads(ports_file.read_text())
+    unchanged = [name for name in old if name not in ("admin", "admin_grpc")]
+    assert {name: ports[name] for name in unchanged} == {name: old[name] for name in unchanged}
+    assert ports["s3_grpc"] not in old.values()
+    # an admin gRPC port where the workers do not look is moved, with its HTTP port
+    assert ports["admin_grpc"] == ports["admin"] + 10000 != old["admin_grpc"]
+    assert set(ports) == set(SeaweedFSService.INTERNAL)
+    assert len(set(ports.values()) | {9000, 5432}) == len(ports) + 2
 
 
 def test_seaweedfs_config_files_are_private_and_hold_the_stack_keys(tmp_path: Path) -> None:
@@ -99,18 +123,25 @@ def test_seaweedfs_config_files_are_private_and_hold_the_stack_keys(tmp_path: Pa
     keys = [jwt["signing"]["key"], jwt["signing"]["read"]["key"],
             jwt["filer_signing"]["key"], jwt["filer_signing"]["read"]["key"]]  # fmt: skip
     assert len(set(keys)) == 4 and all(len(k) == 64 for k in keys)
-    grpc = security["grpc"]
+    grpc, https = security["grpc"], security["https"]
     for component in SeaweedFSService.GRPC_COMPONENTS:
         assert Path(grpc[component]["cert"]).is_file()
         assert Path(grpc[component]["key"]).is_file()
+    # every internal HTTP API demands a client certificate from the same CA, and the
+    # components' own calls to each other present one
+    assert set(https) == {*SeaweedFSService.HTTPS_COMPONENTS, "client"}
+    assert https["client"]["enabled"] is True
+    for component, files in https.items():
+        assert files["ca"] == grpc["ca"], component
+        assert (files["cert"], files["key"]) == (grpc["master"]["cert"], grpc["master"]["key"])
 
 
-def test_grpc_certificates_chain_to_a_ca_whose_key_was_discarded(tmp_path: Path) -> None:
+def test_internal_certificates_chain_to_a_ca_whose_key_was_discarded(tmp_path: Path) -> None:
     from cryptography import x509
 
-    from mlflow_stack.native.tls import ensure_grpc_tls
+    from mlflow_stack.native.tls import ensure_internal_tls
 
-    files = ensure_grpc_tls(tmp_path / "tls")
+    files = ensure_internal_tls(tmp_path / "tls")
     assert sorted(p.name for p in (tmp_path / "tls").iterdir()) == [
         "ca.crt",
         "node.crt",
@@ -122,7 +153,7 @@ def test_grpc_certificates_chain_to_a_ca_whose_key_was_discarded(tmp_path: Path)
     node.verify_directly_issued_by(ca)
     names = node.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "127.0.0.1" in {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
-    assert ensure_grpc_tls(tmp_path / "tls") == files
+    assert ensure_internal_tls(tmp_path / "tls") == files
     assert files.cert.read_bytes() == node.public_bytes(serialization.Encoding.PEM)  # kept
 
 

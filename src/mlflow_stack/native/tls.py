@@ -1,8 +1,8 @@
-"""A private certificate authority for one native stack's internal gRPC (mutual TLS).
+"""A private certificate authority for one native stack's internal listeners (mutual TLS).
 
-SeaweedFS's components talk gRPC on loopback ports; without TLS any local user could use them.
-One leaf certificate, valid for 127.0.0.1 as server and as client, is signed by a CA whose key
-is thrown away at once, so nobody can mint another certificate the servers would accept.
+SeaweedFS's components talk gRPC and HTTP on loopback ports; without TLS any local user could
+use them. One leaf certificate, valid for 127.0.0.1 as server and as client, is signed by a CA
+whose key is thrown away at once, so nobody can mint another certificate the servers accept.
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ class TlsFiles:
     key: Path
 
 
-def ensure_grpc_tls(directory: Path, *, days: int = 3650) -> TlsFiles:
-    """Create the CA certificate and the leaf certificate and key once; reuse them after."""
+def ensure_internal_tls(directory: Path, *, days: int = 3650) -> TlsFiles:
+    """Create the CA certificate and the leaf certificate and key once; reuse them after.
+
+    The same files serve gRPC and HTTPS, as server and as client, so that a data dir made
+    before the HTTP listeners required them keeps its certificates.
+    """
     files = TlsFiles(directory / "ca.crt", directory / "node.crt", directory / "node.key")
     if all(path.is_file() for path in (files.ca, files.cert, files.key)):
         return files
