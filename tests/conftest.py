@@ -113,6 +113,13 @@ class LiveStack:
                 found[path.stem] = record
         return found
 
+    def server(self, service: str) -> Any:
+        """The service's running server process (its supervisor's child), or None."""
+        from mlflow_stack.native.supervisor import SupervisorState
+
+        state = SupervisorState.load(Layout(self.data_dir).state(service))
+        return state.child_process() if state else None
+
     def s3(self) -> Any:
         from mlflow_stack.storage import s3_client
 

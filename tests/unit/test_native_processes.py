@@ -98,3 +98,12 @@ def test_port_probe_sees_a_listener(tmp_path: Path) -> None:
         listener.listen()
         assert port_in_use(port)
     assert psutil.pid_exists(os.getpid())
+
+
+def test_tail_reaches_into_the_previous_log_just_after_a_rotation(tmp_path: Path) -> None:
+    log = tmp_path / "svc.log"
+    (tmp_path / "svc.log.1").write_text("".join(f"old {i}\n" for i in range(10)))
+    log.write_text("new 0\nnew 1\n")
+    assert tail(log, 4) == "old 8\nold 9\nnew 0\nnew 1"
+    assert tail(log, 2) == "new 0\nnew 1"
+    assert tail(tmp_path / "absent.log", 3) == ""

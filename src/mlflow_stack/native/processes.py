@@ -1,8 +1,9 @@
 """Detached service processes: start, recognise after a restart of the CLI, stop, measure.
 
-Each service runs in its own session (so its whole process tree shares one process group),
-writes stdout and stderr to its log file, and is remembered by a small JSON record holding
-its pid and start time, so that a recycled pid is never mistaken for it.
+Each service runs in its own session, led by its supervisor, and is remembered by a small JSON
+record holding the leader's pid and start time, so that a recycled pid is never mistaken for
+it. The service's processes are the members of that session and their descendants (PostgreSQL
+backends start sessions of their own).
 """
 
 from __future__ import annotations
@@ -55,17 +56,46 @@ class ProcessRecord:
             return None
 
     def group(self) -> list[psutil.Process]:
-        """Every live process of the service's process group (the leader's pid is the pgid)."""
-        members = []
+        """Every live process of the service's session (the leader's pid is the session id).
+
+        Linux does not reuse a pid while it names a live session, so members of a dead
+        leader's session are its orphans, unless another process now has that pid (and with
+        it, perhaps, a session of its own): then nothing is ours.
+        """
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if abs(psutil.Process(self.pid).create_time() - self.started) > 1:
+                return []  # the pid was recycled
+        found = []
         for proc in psutil.process_iter():
-            try:
-                if os.getpgid(proc.pid) == self.pid and proc.status() != "zombie":
-                    members.append(proc)
-            except (ProcessLookupError, psutil.Error):
-                continue
-        return members
+            with contextlib.suppress(OSError, psutil.Error):
+                if (
+                    os.getsid(proc.pid) == self.pid
+                    and proc.create_time() >= self.started - 1
+                    and proc.status() != psutil.STATUS_ZOMBIE
+                ):
+                    found.append(proc)
+        return found
+
+    def members(self) -> list[psutil.Process]:
+        """The session's processes and all their descendants: everything to stop.
+
+        PostgreSQL backends start sessions of their own, so the session alone misses them.
+        """
+        found = {proc.pid: proc for proc in self.group()}
+        for root in list(found.values()):
+            with contextlib.suppress(psutil.Error):
+                for child in root.children(recursive=True):
+                    found.setdefault(child.pid, child)
+        alive = []
+        for proc in found.values():
+            with contextlib.suppress(psutil.Error):
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+        return alive
 
     def resident_bytes(self) -> int:
+        """Resident memory of the session's processes (as before supervision, PostgreSQL's
+        backends are not counted: their RSS is mostly the shared buffers, counted again each)."""
         total = 0
         for proc in self.group():
             try:
@@ -82,11 +112,13 @@ def spawn(
     cwd: Path,
     log_path: Path,
     user: str | None = None,
+    banner: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` detached in a new session, appending its output to ``log_path``."""
     account = pwd.getpwnam(user) if user else None
     with log_path.open("ab") as log_file:
-        log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {argv[0]}\n".encode())
+        title = banner or argv[0]
+        log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {title}\n".encode())
         log_file.flush()
         try:
             return subprocess.Popen(
@@ -114,30 +146,55 @@ def record_of(proc: subprocess.Popen[bytes]) -> ProcessRecord:
     return ProcessRecord(pid=proc.pid, started=started, argv=[str(a) for a in proc.args])
 
 
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until none of ``procs`` runs; return those still running after ``timeout``.
+
+    A zombie counts as gone: an orphan's new parent may never reap it (a container's init).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        for proc in procs:  # reap the ones that are our own children
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(proc.pid, os.WNOHANG)
+        alive = [proc for proc in procs if _alive(proc)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
+
+
 def stop(record: ProcessRecord, *, sig: int, timeout: float) -> bool:
     """Stop the service's whole process tree; True when it ended without SIGKILL.
 
     ``sig`` goes to the leader first, so that it can shut its children down in order; once
-    the leader is gone, whatever is left of its process group gets ``sig`` too. After
-    ``timeout`` seconds, the rest is killed.
+    the leader is gone, whatever is left of the service gets ``sig`` too. After ``timeout``
+    seconds, the rest is killed.
     """
     deadline = time.monotonic() + timeout
+    before = record.members()  # descendants in sessions of their own are found through it
     leader = record.process()
     if leader is not None:
         with contextlib.suppress(psutil.Error):
             leader.send_signal(sig)
-        with contextlib.suppress(psutil.Error):
-            leader.wait(timeout=max(0.0, deadline - time.monotonic()))
-    orphans = record.group()
+        _wait_gone([leader], max(0.0, deadline - time.monotonic()))
+    left = {p.pid: p for p in before if _alive(p)}
+    left.update((p.pid, p) for p in record.members())
+    orphans = list(left.values())
     for proc in orphans:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(sig)
-    _, alive = psutil.wait_procs(orphans, timeout=max(0.5, deadline - time.monotonic()))
+    alive = _wait_gone(orphans, max(0.5, deadline - time.monotonic()))
     for proc in alive:
         log.warning("killing pid %s after %.0f s", proc.pid, timeout)
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    psutil.wait_procs(alive, timeout=5)
+    _wait_gone(alive, 5)
     return not alive
 
 
@@ -157,7 +214,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def tail(path: Path, lines: int = 20) -> str:
+def _last_lines(path: Path, lines: int) -> list[str]:
     try:
         with path.open("rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -165,5 +222,13 @@ def tail(path: Path, lines: int = 20) -> str:
             handle.seek(max(0, size - 64 * 1024))
             text = handle.read().decode("utf-8", "replace")
     except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+        return []
+    return text.splitlines()[-lines:]
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log, reaching into ``<log>.1`` just after a rotation."""
+    found = _last_lines(path, lines)
+    if len(found) < lines:
+        found = _last_lines(path.with_name(f"{path.name}.1"), lines - len(found)) + found
+    return "\n".join(found)

@@ -30,7 +30,12 @@ class Layout:
         return self.logs / f"{service}.log"
 
     def record(self, service: str) -> Path:
+        """The pid record of the service's supervisor (the leader of its session)."""
         return self.run / f"{service}.json"
+
+    def state(self, service: str) -> Path:
+        """What the supervisor reports: child pid, restarts, last exit (see supervisor.py)."""
+        return self.run / f"{service}.state"
 
     def create(self) -> None:
         # A new root is private; when PostgreSQL runs under its own account (we are root),

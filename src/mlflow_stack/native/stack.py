@@ -1,15 +1,19 @@
 """The native stack: PostgreSQL, then S3, then MLflow, each healthy before the next starts.
 
-State lives under one data directory: ``postgres/`` (the cluster), ``s3/`` (objects and the
-S3 server's config), ``logs/<service>.log`` and ``run/<service>.json`` (pid records). A second
-``up`` starts only what is not running; ``down`` stops everything in reverse order and keeps
-the data.
+Each service runs under a supervisor of its own (see supervisor.py), which restarts it when it
+crashes and writes its log. State lives under one data directory: ``postgres/`` (the cluster,
+or a link to it, see reach.py), ``s3/`` (objects and the S3 server's config),
+``logs/<service>.log`` (rotated by size) and ``run/<service>.json`` (the supervisor's pid
+record) with ``run/<service>.state`` (what the supervisor reports). A second ``up`` starts only
+what is not running, and repairs a service whose supervisor died; ``down`` stops everything in
+reverse order and keeps the data.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -19,6 +23,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mlflow_stack.errors import StackError
+from mlflow_stack.native import supervision, supervisor
+from mlflow_stack.native.logfile import DEFAULT_KEEP, DEFAULT_MAX_BYTES
 from mlflow_stack.native.mlflow import MlflowService
 from mlflow_stack.native.postgres import PostgresService
 from mlflow_stack.native.processes import ProcessRecord, port_in_use, record_of, spawn, stop, tail
@@ -34,6 +40,8 @@ NATIVE_S3_ENDPOINT = "http://127.0.0.1:9000"  # when MLFLOW_STACK_S3_ENDPOINT_UR
 # Stop order and how each service is stopped; needs no settings, so `down` always works.
 STOP_ORDER: tuple[type[Service], ...] = (MlflowService, SeaweedFSService, PostgresService)
 SERVICE_NAMES = tuple(cls.name for cls in reversed(STOP_ORDER))
+#: `down` waits this much longer than a service's stop timeout: its supervisor kills it first.
+SUPERVISOR_GRACE = 15.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,8 @@ class ServiceStatus:
     resident_bytes: int
     endpoint: str
     detail: str = ""
+    restarts: int = 0  # how often its supervisor restarted it since `up`
+    supervisor: int | None = None  # the supervisor's pid (pid is the server's)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -85,8 +95,9 @@ def _exclusive(layout: Layout) -> Iterator[None]:
 
 
 def _live_record(layout: Layout, name: str) -> ProcessRecord | None:
+    """The service's record while anything of it lives (its supervisor, or what it left)."""
     record = ProcessRecord.load(layout.record(name))
-    if record and (record.process() or record.group()):
+    if record and (record.process() or record.members()):
         return record
     return None
 
@@ -100,6 +111,8 @@ class NativeStack:
         *,
         s3_server: str = "auto",
         postgres_bin_dir: Path | None = None,
+        log_max_bytes: int = DEFAULT_MAX_BYTES,
+        log_keep: int = DEFAULT_KEEP,
     ) -> None:
         if not settings.s3_endpoint_url:
             settings = replace(settings, s3_endpoint_url=NATIVE_S3_ENDPOINT)
@@ -107,6 +120,8 @@ class NativeStack:
         environ = {**environ, "MLFLOW_STACK_S3_ENDPOINT_URL": settings.s3_endpoint_url}
         self.settings = settings
         self.layout = Layout(data_dir.resolve())
+        self.log_max_bytes = log_max_bytes
+        self.log_keep = log_keep
         self.services: list[Service] = [
             PostgresService(settings, self.layout, postgres_bin_dir),
             s3_service_class(s3_server)(settings, self.layout),
@@ -116,7 +131,7 @@ class NativeStack:
     def up(self) -> bool:
         """Start what is not running. Returns False when everything already was."""
         with _exclusive(self.layout):
-            pending = [s for s in self.services if not _live_record(self.layout, s.name)]
+            pending = [s for s in self.services if self._needs_start(s)]
             if not pending:
                 return False
             self._check_ports(pending)
@@ -128,14 +143,7 @@ class NativeStack:
                         continue
                     began = time.monotonic()
                     service.prepare()
-                    proc = spawn(
-                        service.command(),
-                        env=service.environment(),
-                        cwd=service.workdir,
-                        log_path=self.layout.log(service.name),
-                        user=service.user,
-                    )
-                    record_of(proc).save(self.layout.record(service.name))
+                    proc = self._supervise(service)
                     started.append(service)
                     self._await_healthy(service, proc)
                     log.info(
@@ -150,6 +158,55 @@ class NativeStack:
                 raise
             return True
 
+    def _needs_start(self, service: Service) -> bool:
+        """True unless the service's supervisor runs; stops what a dead supervisor left."""
+        record = ProcessRecord.load(self.layout.record(service.name))
+        if record is None:
+            return True
+        if record.process() is not None:
+            return False
+        leftovers = record.members()
+        if leftovers:
+            log.warning(
+                "%s: its supervisor (pid %s) is gone; stopping the %d process(es) it left "
+                "and starting it again",
+                service.name,
+                record.pid,
+                len(leftovers),
+            )
+            stop(record, sig=service.stop_signal, timeout=service.stop_timeout)
+        self.layout.record(service.name).unlink(missing_ok=True)
+        return True
+
+    def _supervise(self, service: Service) -> subprocess.Popen[bytes]:
+        """Start the service's supervisor, which starts the service; record the supervisor."""
+        name = service.name
+        options = supervisor.Options(
+            name=name,
+            argv=service.command(),
+            cwd=service.workdir,
+            log=self.layout.log(name),
+            state=self.layout.state(name),
+            user=service.user,
+            stop_signal=service.stop_signal,
+            stop_timeout=service.stop_timeout,
+            log_max_bytes=self.log_max_bytes,
+            log_keep=self.log_keep,
+        )
+        env = service.environment()
+        if "PYTHONPATH" in os.environ:  # the supervisor is Python: let it import us as we did
+            env.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
+        self.layout.state(name).unlink(missing_ok=True)
+        proc = spawn(
+            supervisor.command(options),
+            env=env,
+            cwd=self.layout.root,
+            log_path=self.layout.log(name),
+            banner=f"mlflow-stack supervisor of {name}",
+        )
+        record_of(proc).save(self.layout.record(name))
+        return proc
+
     def _check_ports(self, pending: list[Service]) -> None:
         for service in pending:
             for port, source in service.ports().items():
@@ -161,52 +218,73 @@ class NativeStack:
 
     def _await_healthy(self, service: Service, proc: subprocess.Popen[bytes]) -> None:
         log_path = self.layout.log(service.name)
+        state_path = self.layout.state(service.name)
 
         def healthy() -> None:
             code = proc.poll()
             if code is not None:
                 last = tail(log_path, 1).strip() or "(no output)"
                 raise StackError(
-                    f"{service.name} exited with code {code} while starting: {last} "
-                    f"(log: {log_path})"
+                    f"the supervisor of {service.name} exited with code {code} while starting: "
+                    f"{last} (log: {log_path})"
+                )
+            state = supervisor.SupervisorState.load(state_path)
+            if state is not None and state.restarts > 0:  # it exited before it was healthy
+                last = state.last_line or "(no output)"
+                raise StackError(
+                    f"{service.name} {state.last_exit} while starting: {last} (log: {log_path})"
                 )
             service.check()
 
         wait_for(service.name, healthy, timeout=service.start_timeout, hint=f"log: {log_path}")
 
     def status(self) -> list[ServiceStatus]:
-        result = []
-        for service in self.services:
-            record = _live_record(self.layout, service.name)
-            if record is None:
-                result.append(ServiceStatus(service.name, "stopped", None, 0, service.endpoint()))
-                continue
-            state, detail = "healthy", ""
+        return [self._status(service) for service in self.services]
+
+    def _status(self, service: Service) -> ServiceStatus:
+        name = service.name
+        record = _live_record(self.layout, name)
+        if record is None:
+            return ServiceStatus(name, "stopped", None, 0, service.endpoint())
+        state_path = self.layout.state(name)
+        restarts, last_exit = supervision.restarts(state_path)
+        problem = supervision.problem(record, state_path)  # first: orphans may pass check()
+        if problem is None:
             try:
                 service.check()
             except (NotReady, StackError) as reason:
-                state, detail = "unhealthy", str(reason)
-            result.append(
-                ServiceStatus(
-                    service.name,
-                    state,
-                    record.pid,
-                    record.resident_bytes(),
-                    service.endpoint(),
-                    detail,
-                )
-            )
-        return result
+                problem = str(reason)
+        if problem is None:
+            state = "healthy"
+            detail = f"restarted {restarts}x, last because it {last_exit}" if restarts else ""
+        else:
+            state, detail = "unhealthy", problem
+        supervised = supervision.is_supervised(record)
+        return ServiceStatus(
+            name,
+            state,
+            supervision.server_pid(state_path) if supervised else record.pid,
+            record.resident_bytes(),
+            service.endpoint(),
+            detail,
+            restarts,
+            record.pid if supervised else None,
+        )
 
 
 def _stop_service(layout: Layout, name: str, cls: type[Service]) -> bool:
     record = _live_record(layout, name)
     if record is None:
         layout.record(name).unlink(missing_ok=True)
+        layout.state(name).unlink(missing_ok=True)
         return False
     began = time.monotonic()
-    graceful = stop(record, sig=cls.stop_signal, timeout=cls.stop_timeout)
+    graceful = stop(record, sig=cls.stop_signal, timeout=cls.stop_timeout + SUPERVISOR_GRACE)
+    final = supervisor.SupervisorState.load(layout.state(name))
+    if final is not None and final.graceful is False:  # its supervisor had to kill it
+        graceful = False
     layout.record(name).unlink(missing_ok=True)
+    layout.state(name).unlink(missing_ok=True)
     how = "stopped" if graceful else "killed (did not stop in time)"
     log.info("%-8s %s in %.1f s", name, how, time.monotonic() - began)
     return True
