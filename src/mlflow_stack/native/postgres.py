@@ -2,25 +2,34 @@
 
 The cluster listens on 127.0.0.1 only (no unix socket), requires scram-sha-256 passwords for
 every connection, has data checksums on, and runs as the ``postgres`` account when the runtime
-is invoked as root (PostgreSQL refuses to run as root).
+is invoked as root (PostgreSQL refuses to run as root). When that account cannot reach the data
+dir or the binaries, the cluster and a copy of the binaries go where it can (see reach.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import pwd
 import re
 import shutil
 import signal
-import stat
 import subprocess
 from pathlib import Path
 
 from mlflow_stack.database import connect
 from mlflow_stack.errors import StackError
+from mlflow_stack.native.reach import (
+    blocking_directory,
+    install_places,
+    shared_home,
+    stage_install,
+)
 from mlflow_stack.native.service import Layout, Service
 from mlflow_stack.settings import Settings
+
+log = logging.getLogger(__name__)
 
 SYSTEM_GLOB = "/usr/lib/postgresql/*/bin"
 RUN_AS_WHEN_ROOT = "postgres"
@@ -122,8 +131,22 @@ class PostgresService(Service):
             self._user = RUN_AS_WHEN_ROOT
 
     @property
-    def pgdata(self) -> Path:
+    def pgdata_link(self) -> Path:
+        """``<data dir>/postgres``: the cluster, or a symlink to where it lives."""
         return self.layout.root / "postgres"
+
+    @property
+    def pgdata(self) -> Path:
+        """Where the cluster is (the symlink's target when there is one)."""
+        link = self.pgdata_link
+        if link.is_symlink():
+            target = link.readlink()
+            return target if target.is_absolute() else link.parent / target
+        return link
+
+    @property
+    def workdir(self) -> Path:
+        return self.pgdata.parent  # reachable by the account PostgreSQL runs as
 
     @property
     def user(self) -> str | None:
@@ -133,7 +156,8 @@ class PostgresService(Service):
         return {self.settings.postgres_port: "POSTGRES_PORT"}
 
     def describe(self) -> str:
-        return f"PostgreSQL {server_version(self.bin_dir)} ({self.bin_dir})"
+        where = "" if self.pgdata == self.pgdata_link else f", cluster in {self.pgdata}"
+        return f"PostgreSQL {server_version(self.bin_dir)} ({self.bin_dir}{where})"
 
     def endpoint(self) -> str:
         return f"postgresql://127.0.0.1:{self.settings.postgres_port}/{self.settings.postgres_db}"
@@ -152,6 +176,8 @@ class PostgresService(Service):
 
     def prepare(self) -> None:
         if self._user:
+            self._place_cluster()
+            self._reach_binaries()
             self._check_reachable()
         if (self.pgdata / "PG_VERSION").is_file():
             self._check_version()
@@ -162,20 +188,44 @@ class PostgresService(Service):
         if self._user:
             os.chown(path, self._account.pw_uid, self._account.pw_gid)
 
+    def _place_cluster(self) -> None:
+        """A new cluster goes below /var/lib/mlflow-stack when the account cannot reach ours."""
+        link = self.pgdata_link
+        if link.is_symlink():
+            if not self.pgdata.is_dir():
+                raise StackError(
+                    f"{link} points to {self.pgdata}, which does not exist: restore it, or "
+                    "delete the link to start with an empty database"
+                )
+            return
+        if link.exists() or blocking_directory(self.layout.root, self._account) is None:
+            return
+        home = shared_home(self.layout.root)
+        target = home / "postgres"
+        target.mkdir(mode=0o700, exist_ok=True)
+        self._chown(target)
+        link.symlink_to(target, target_is_directory=True)
+        log.info(
+            "the '%s' account cannot reach %s: the cluster lives in %s (linked from %s)",
+            self._user,
+            self.layout.root,
+            target,
+            link,
+        )
+
+    def _reach_binaries(self) -> None:
+        places = install_places(self.bin_dir)
+        if any(blocking_directory(place, self._account) for place in places):
+            self.bin_dir = stage_install(self.bin_dir, server_version(self.bin_dir))
+
     def _check_reachable(self) -> None:
         """The postgres account must be able to walk down to the data directory."""
-        uid, gid = self._account.pw_uid, self._account.pw_gid
-        for directory in reversed(self.pgdata.parent.resolve().parents):
-            info = directory.stat()
-            if info.st_mode & stat.S_IXOTH:
-                continue
-            if info.st_uid == uid and info.st_mode & stat.S_IXUSR:
-                continue
-            if info.st_gid == gid and info.st_mode & stat.S_IXGRP:
-                continue
+        directory = blocking_directory(self.pgdata.parent, self._account)
+        if directory is not None:
             raise StackError(
                 f"the '{self._user}' account cannot reach {self.pgdata} because {directory} is "
-                "not traversable by others: choose a --data-dir below a world-traversable path"
+                "not traversable by others: move the cluster below a world-traversable path "
+                f"and leave a symlink to it at {self.pgdata_link}"
             )
 
     def _check_version(self) -> None:
@@ -191,7 +241,7 @@ class PostgresService(Service):
     def _initdb(self) -> None:
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
         self._chown(self.pgdata)
-        pwfile = self.layout.root / ".postgres-initdb-password"
+        pwfile = self.pgdata.parent / ".postgres-initdb-password"  # where the account reaches
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(self.settings.postgres_password + "\n")
@@ -215,7 +265,7 @@ class PostgresService(Service):
                 capture_output=True,
                 text=True,
                 timeout=300,
-                cwd=self.layout.root,
+                cwd=self.workdir,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
                 user=account.pw_uid if account else None,
                 group=account.pw_gid if account else None,
@@ -226,4 +276,6 @@ class PostgresService(Service):
         if result.returncode != 0:
             lines = (result.stderr or result.stdout).strip().splitlines()
             shutil.rmtree(self.pgdata, ignore_errors=True)
+            if self.pgdata_link.is_symlink():
+                self.pgdata_link.unlink()
             raise StackError(f"initdb failed: {lines[-1] if lines else result.returncode}")
