@@ -67,6 +67,9 @@ lock: ## Re-pin the requirements from the .in files
 	cd bench && ../$(BIN)/uv pip compile --quiet --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 requirements-stock.in -o requirements-stock.txt
 
+# As root, the cluster may live in /var/lib/mlflow-stack/<id>/postgres, linked from .data/postgres.
 clean: down ## Remove .venv and the native stack's data (asks first)
 	@read -r -p "Delete .venv and .data (all runs and artifacts)? [y/N] " answer; \
-		[ "$$answer" = y ] && rm -rf $(VENV) .data
+		[ "$$answer" = y ] || exit 0; \
+		if [ -L .data/postgres ]; then rm -rf "$$(dirname "$$(readlink .data/postgres)")"; fi; \
+		rm -rf $(VENV) .data

@@ -283,6 +283,7 @@ KINDS = (
     ("spawn_main", "uvicorn worker"),
     ("-m uvicorn", "uvicorn supervisor"),
     ("resource_tracker", "multiprocessing tracker"),
+    ("mlflow_stack.native.supervisor", "mlflow-stack supervisor"),
     ("mlflow_stack", "mlflow-stack serve (mlflow server)"),
     ("mlflow server", "mlflow server (launcher)"),
     ("weed", "SeaweedFS"),

@@ -12,9 +12,11 @@ import cost (several seconds here) is paid once instead of twice per start.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -139,7 +141,9 @@ def bootstrap_admin() -> None:
 
 
 def serve(settings: Settings, environ: Mapping[str, str]) -> NoReturn:
-    auth_config = write_auth_config(settings, Path(tempfile.mkdtemp(prefix="mlflow-stack-")))
+    config_dir = Path(tempfile.mkdtemp(prefix="mlflow-stack-"))  # private (0700), per start
+    atexit.register(shutil.rmtree, config_dir, ignore_errors=True)  # not left per restart
+    auth_config = write_auth_config(settings, config_dir)
     # Before anything imports mlflow.server.auth: it reads its configuration at import time.
     os.environ.clear()
     os.environ.update(server_environment(settings, auth_config, environ))

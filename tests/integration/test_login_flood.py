@@ -1,5 +1,8 @@
-"""A flood of failed logins does not slow other users down (issue: at 7 bad logins a second,
-their p50 went from 36 ms to a second)."""
+"""A flood of failed logins does not slow other users down.
+
+Each wrong password used to cost ~0.1 s of scrypt in a worker: eight clients guessing at 5 a
+second saturate both workers here (the old server manages ~10 checks a second) and raised
+other users' p50 3-3.5x; the same flood now costs them ~1.1x."""
 
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from requests.adapters import HTTPAdapter
 from tests.conftest import LiveStack
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
-FLOOD_PER_SECOND = 7
+GUESSERS = 8  # connections guessing passwords at once
+PER_GUESSER_PER_SECOND = 5
 
 
 class FromAddress(HTTPAdapter):
@@ -57,11 +61,11 @@ def test_a_flood_of_wrong_passwords_costs_other_users_at_most_twice_their_p50(
             password = "guess-" + uuid.uuid4().hex if fresh_password else wrong
             answer = session.get(stack.tracking_uri + SEARCH, auth=("admin", password), timeout=30)
             answers[answer.status_code] += 1
-            stop.wait(1 / FLOOD_PER_SECOND)
+            stop.wait(1 / PER_GUESSER_PER_SECOND)
 
-    floods = [
-        threading.Thread(target=flood, args=("127.0.0.2", True)),  # someone guessing
-        threading.Thread(target=flood, args=("127.0.0.1", False)),  # a job with a stale password
+    floods = [  # someone guessing, and a job with a stale password at the users' own address
+        *(threading.Thread(target=flood, args=("127.0.0.2", True)) for _ in range(GUESSERS)),
+        threading.Thread(target=flood, args=("127.0.0.1", False)),
     ]
     for thread in floods:
         thread.start()
@@ -69,12 +73,14 @@ def test_a_flood_of_wrong_passwords_costs_other_users_at_most_twice_their_p50(
         deadline = time.monotonic() + 20
         while not answers[429] and time.monotonic() < deadline:
             time.sleep(0.2)  # until the guessing client has used up its failures
+        sent_before, began = sum(answers.values()), time.monotonic()
         flooded = p50_ms(stack)
+        rate = (sum(answers.values()) - sent_before) / (time.monotonic() - began)
     finally:
         stop.set()
         for thread in floods:
             thread.join()
     assert set(answers) <= {401, 429}, answers
     assert answers[429] > 0  # the guessing client was told to slow down
-    assert sum(answers.values()) >= 3 * FLOOD_PER_SECOND
+    assert rate >= 20, f"the flood ran at {rate:.1f} logins/s only"
     assert flooded <= 2 * baseline, f"p50 {baseline:.1f} ms alone, {flooded:.1f} ms under flood"
