@@ -135,8 +135,10 @@ module "server" {
   allowed_cidrs            = var.allowed_cidrs
   allow_public_ingress     = var.allow_public_ingress
   certificate_arn          = var.certificate_arn
-  domain_name              = var.domain_name
-  deletion_protection      = var.deletion_protection
+  # With the HTTPS load balancer, clients reach the server through it, from inside the VPC.
+  trusted_proxies     = var.certificate_arn != null ? [var.vpc_cidr] : []
+  domain_name         = var.domain_name
+  deletion_protection = var.deletion_protection
 
   instance_type               = var.instance_type
   architecture                = var.architecture

@@ -63,6 +63,7 @@ locals {
     MLFLOW_STACK_HOST              = "0.0.0.0" # inside the container
     MLFLOW_STACK_PORT              = tostring(local.container_port)
     MLFLOW_STACK_ALLOWED_HOSTS     = local.allowed_hosts
+    MLFLOW_STACK_TRUSTED_PROXIES   = join(",", var.trusted_proxies)
     MLFLOW_AUTH_ADMIN_PASSWORD     = "$${MLFLOW_AUTH_ADMIN_PASSWORD}"
     MLFLOW_FLASK_SERVER_SECRET_KEY = "$${MLFLOW_FLASK_SERVER_SECRET_KEY}"
   })

@@ -53,6 +53,17 @@ variable "allowed_cidrs" {
   }
 }
 
+variable "trusted_proxies" {
+  description = "CIDR blocks of proxies in front of the server whose X-Forwarded-For names the client (MLFLOW_STACK_TRUSTED_PROXIES), e.g. the load balancer's subnets. Failed logins are limited per client address."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for cidr in var.trusted_proxies : can(cidrhost(cidr, 0))])
+    error_message = "Every trusted_proxies entry must be a CIDR block, such as 10.0.0.0/16."
+  }
+}
+
 variable "allow_public_ingress" {
   description = "Permit a /0 block (the whole internet) in allowed_cidrs. MLflow still requires a login, but every password guess then reaches it."
   type        = bool
