@@ -278,18 +278,40 @@ def moto_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Moto
 # --- the emulator deployments, applied in the background ---
 
 _EMULATOR_TESTS = "test_apply_moto.py"
+_DESTROY_TEST = "test_destroy_leaves_nothing"
+_started: list[Any] = []  # the session's Emulation, once the fixture made it
+
+
+def _is_emulator_test(item: pytest.Item) -> bool:
+    return item.path.name == _EMULATOR_TESTS
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the emulator tests after the other Terraform tests: their apply, started with the
-    first Terraform test, mostly waits on provider waiters, and those tests run meanwhile."""
-    emulator = [item for item in items if item.path.name == _EMULATOR_TESTS]
-    if not emulator:
-        return
-    rest = [item for item in items if item.path.name != _EMULATOR_TESTS]
+    """Run the Terraform tests first, the emulator tests after the others, and the check of
+    the emulator's destroy last of the whole session.
+
+    The emulator's applies start with the first Terraform test and mostly wait on provider
+    waiters while the other Terraform tests run; its destroy (~90 s of waiting) starts once the
+    last test reading the deployments is done (pytest_runtest_teardown) and runs while the rest
+    of the suite does.
+    """
     here = Path(__file__).parent
-    last = max((i for i, item in enumerate(rest) if here in item.path.parents), default=-1)
-    items[:] = [*rest[: last + 1], *emulator, *rest[last + 1 :]]
+    terraform = [item for item in items if here in item.path.parents]
+    if not terraform:
+        return
+    others = [item for item in items if here not in item.path.parents]
+    emulator = [item for item in terraform if _is_emulator_test(item)]
+    destroy = [item for item in emulator if item.name == _DESTROY_TEST]
+    reading = [item for item in emulator if item.name != _DESTROY_TEST]
+    static = [item for item in terraform if not _is_emulator_test(item)]
+    items[:] = [*static, *reading, *others, *destroy]
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Start the destroy once the tests that read the deployments are done."""
+    leaving = nextitem is None or not _is_emulator_test(nextitem)
+    if _is_emulator_test(item) and leaving and _started:
+        _started[0].start_destroy()
 
 
 @pytest.fixture(scope="session")
@@ -297,10 +319,12 @@ def emulation(tf_factory: TerraformFactory, moto_servers: list[MotoServer]) -> I
     from tests.terraform.emulator import Emulation
 
     started = Emulation(tf_factory, moto_servers)
+    _started.append(started)
     try:
         yield started
     finally:
         started.cleanup()
+        _started.clear()
 
 
 @pytest.fixture(scope="session", autouse=True)

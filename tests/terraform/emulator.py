@@ -140,6 +140,7 @@ class Emulation:
             self.deployments.append(deployed)
         self._applying: dict[str, Running] | None = self._start(APPLY)
         self._applied: dict[str, Deployment] | None = None
+        self._destroying: dict[str, Running] | None = None
         self._failure = ""
 
     def _start(self, args: tuple[str, ...]) -> dict[str, Running]:
@@ -185,14 +186,23 @@ class Emulation:
         assert self._applied is not None
         return self._applied
 
+    def start_destroy(self) -> None:
+        """Begin destroying both side by side, once nothing reads the deployments any more.
+        It mostly waits on provider waiters (~90 s), so it runs while other tests do."""
+        if self._destroying is None and self._applied is not None:
+            self._destroying = self._start(DESTROY)
+
     def destroy(self) -> dict[str, float]:
-        """Destroy both side by side; wall time of each."""
+        """Destroy both side by side (or wait for the destroy started earlier); wall time of
+        each."""
         self.applied()
-        results = self._wait(self._start(DESTROY), DESTROY)
+        self.start_destroy()
+        assert self._destroying is not None
+        results = self._wait(self._destroying, DESTROY)
         return {key: seconds for key, (_, seconds) in results.items()}
 
     def cleanup(self) -> None:
-        """Stop an apply that still runs (the session ended early). Nothing else is left to
-        clean: the moto servers hold everything in memory and stop with the session."""
-        for run in (self._applying or {}).values():
+        """Stop an apply or destroy that still runs (the session ended early). Nothing else is
+        left to clean: the moto servers hold everything in memory and stop with the session."""
+        for run in [*(self._applying or {}).values(), *(self._destroying or {}).values()]:
             run.stop()
