@@ -75,6 +75,18 @@ class LiveStack:
     env: dict[str, str]  # the environment the CLI runs with (ports chosen by the fixture)
     settings: Settings = field(init=False)
 
+    @classmethod
+    def on_free_ports(cls, root: Path) -> LiveStack:
+        """A stack in ``root`` on free ports, with no client variables of ours in its way."""
+        pg_port, s3_port, mlflow_port = distinct_free_ports(3)
+        env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARIABLES}
+        env.update(
+            POSTGRES_PORT=str(pg_port),
+            MLFLOW_STACK_PORT=str(mlflow_port),
+            MLFLOW_STACK_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}",
+        )
+        return cls(root=root, env=env)
+
     @property
     def data_dir(self) -> Path:
         return self.root / "data"
@@ -145,14 +157,7 @@ def stack() -> Iterator[LiveStack]:
     # Not below pytest's 0700 basetemp: PostgreSQL runs as another account when we are root.
     root = Path(tempfile.mkdtemp(prefix="mlflow-stack-test-"))
     root.chmod(0o755)
-    pg_port, s3_port, mlflow_port = distinct_free_ports(3)
-    env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARIABLES}
-    env.update(
-        POSTGRES_PORT=str(pg_port),
-        MLFLOW_STACK_PORT=str(mlflow_port),
-        MLFLOW_STACK_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}",
-    )
-    live = LiveStack(root=root, env=env)
+    live = LiveStack.on_free_ports(root)
     live.up()
     live.load_settings()
     saved = {name: os.environ.get(name) for name in CLIENT_VARIABLES}

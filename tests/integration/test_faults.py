@@ -32,7 +32,7 @@ from mlflow_stack.envfile import merged_environment
 from mlflow_stack.native.logfile import rotated
 from mlflow_stack.native.stack import NativeStack
 from mlflow_stack.settings import Settings
-from tests.conftest import CLIENT_VARIABLES, LiveStack, distinct_free_ports
+from tests.conftest import LiveStack
 
 WRITERS = 8
 PAUSE = 0.15  # between one writer's requests
@@ -151,14 +151,7 @@ class Writer(threading.Thread):
 def fault_stack() -> Iterator[LiveStack]:
     root = Path(tempfile.mkdtemp(prefix="mlflow-stack-faults-"))
     root.chmod(0o755)
-    pg_port, s3_port, mlflow_port = distinct_free_ports(3)
-    env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARIABLES}
-    env.update(
-        POSTGRES_PORT=str(pg_port),
-        MLFLOW_STACK_PORT=str(mlflow_port),
-        MLFLOW_STACK_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}",
-    )
-    live = LiveStack(root=root, env=env)
+    live = LiveStack.on_free_ports(root)
     result = live.cli("up", "--log-max-size", str(LOG_MAX), "--log-keep", str(LOG_KEEP))
     if result.returncode != 0:
         logs = live.cli("logs", "-n", "30").stdout

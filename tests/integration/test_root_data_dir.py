@@ -18,7 +18,7 @@ import requests
 
 from mlflow_stack.native import reach
 from mlflow_stack.native.postgres import _wheel_bin_dir
-from tests.conftest import CLIENT_VARIABLES, LiveStack, distinct_free_ports
+from tests.conftest import LiveStack
 
 AS_ROOT = os.geteuid() == 0
 
@@ -40,17 +40,6 @@ def private_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o700)  # like /root
     return path
-
-
-def live_stack(root: Path) -> LiveStack:
-    pg_port, s3_port, mlflow_port = distinct_free_ports(3)
-    env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARIABLES}
-    env.update(
-        POSTGRES_PORT=str(pg_port),
-        MLFLOW_STACK_PORT=str(mlflow_port),
-        MLFLOW_STACK_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}",
-    )
-    return LiveStack(root=root, env=env)
 
 
 def running(proc: psutil.Process) -> bool:
@@ -75,7 +64,7 @@ def test_up_below_a_private_directory_keeps_the_cluster_where_postgres_reaches_i
     shared_root_cleanup: None,
 ) -> None:
     outer = private_dir("mlflow-stack-private-")
-    stack = live_stack(outer / "clone")
+    stack = LiveStack.on_free_ports(outer / "clone")
     stack.root.mkdir()
     try:
         stack.up()
@@ -137,7 +126,7 @@ def test_binaries_postgres_cannot_reach_are_staged_once_and_reused(
         shutil.copytree(libs, site / libs.name, symlinks=True)
     root = Path(tempfile.mkdtemp(prefix="mlflow-stack-staged-"))
     root.chmod(0o755)
-    stack = live_stack(root)
+    stack = LiveStack.on_free_ports(root)
     try:
         result = stack.cli("up", "--postgres-bin-dir", str(copy / "bin"))
         assert result.returncode == 0, result.stderr + stack.cli("logs", "postgres").stdout

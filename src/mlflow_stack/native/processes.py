@@ -16,7 +16,7 @@ import pwd
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -86,12 +86,7 @@ class ProcessRecord:
             with contextlib.suppress(psutil.Error):
                 for child in root.children(recursive=True):
                     found.setdefault(child.pid, child)
-        alive = []
-        for proc in found.values():
-            with contextlib.suppress(psutil.Error):
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(proc)
-        return alive
+        return living(found.values())
 
     def resident_bytes(self) -> int:
         """Resident memory of the session's processes (as before supervision, PostgreSQL's
@@ -103,6 +98,16 @@ class ProcessRecord:
             except psutil.Error:
                 continue
         return total
+
+
+def living(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
+    """The processes that still run (a zombie counts as gone: nobody may ever reap it)."""
+    alive = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+    return alive
 
 
 def spawn(

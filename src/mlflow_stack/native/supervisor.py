@@ -44,6 +44,7 @@ from pathlib import Path
 import psutil
 
 from mlflow_stack.native.logfile import DEFAULT_KEEP, DEFAULT_MAX_BYTES, RotatingLog
+from mlflow_stack.native.processes import living
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 LEFTOVER_TIMEOUT = 10.0  # seconds to wait for killed leftovers to be gone
@@ -402,12 +403,7 @@ class Supervisor:
             with contextlib.suppress(OSError, psutil.Error):
                 if proc.pid != me and os.getsid(proc.pid) == me:
                     found.setdefault(proc.pid, proc)
-        alive = []
-        for proc in found.values():
-            with contextlib.suppress(psutil.Error):
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(proc)
-        return alive
+        return living(found.values())
 
     def _signal_all(self, procs: list[psutil.Process], number: int) -> None:
         for proc in procs:
