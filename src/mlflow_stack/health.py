@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/health"
 LIVE_PATH = "/health/live"
-#: A verdict is reused this long, so that a burst of health checks costs one probe.
+#: A healthy verdict is reused this long, so that a burst of health checks costs one probe. An
+#: unhealthy one is not: every worker sees a recovery at its next check, none lags behind.
 REUSE_SECONDS = 1.0
 PROBE_TIMEOUT = 3.0
 
@@ -30,8 +31,8 @@ PROBE_TIMEOUT = 3.0
 def backend_store_probe(settings: Settings) -> Callable[[], None]:
     """Open a connection to the tracking database and run ``SELECT 1``; raise on failure.
 
-    A fresh connection each time (at most one per REUSE_SECONDS per worker): it proves the
-    server, the credentials and the database, and cannot hang on a stale socket.
+    A fresh connection each time (while healthy, at most one per REUSE_SECONDS per worker):
+    it proves the server, the credentials and the database, and cannot hang on a stale socket.
     """
 
     def probe() -> None:
@@ -77,8 +78,8 @@ class HealthCheck:
     async def problem(self) -> str | None:
         """None when the backend store answers, else why not."""
         async with self._lock:  # one probe at a time; the others reuse its verdict
-            if self.clock() - self._checked_at < REUSE_SECONDS:
-                return self._problem
+            if self._problem is None and self.clock() - self._checked_at < REUSE_SECONDS:
+                return None
             try:
                 await asyncio.wait_for(asyncio.to_thread(self.probe), PROBE_TIMEOUT)
                 problem = None

@@ -49,12 +49,18 @@ def test_health_follows_the_backend_store_and_live_does_not() -> None:
     assert request(app, path="/health").status == 200
 
 
-def test_a_verdict_is_reused_briefly() -> None:
+def test_a_healthy_verdict_is_reused_briefly_and_a_failure_is_probed_again() -> None:
     probe, clock = Probe(), Clock()
     app = HealthCheck(EchoApp(), probe, clock)
     for _ in range(5):
         request(app, path="/health")
     assert probe.calls == 1
+    clock.now += REUSE_SECONDS
+    probe.failure = ConnectionRefusedError("refused")
+    assert request(app, path="/health").status == 503
+    probe.failure = None
+    assert request(app, path="/health").status == 200  # the recovery is seen at once
+    assert probe.calls == 3
 
 
 def test_a_hanging_store_is_unhealthy_after_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
