@@ -199,3 +199,45 @@ def which_or_fail(name: str) -> str:
     if not found:
         pytest.fail(f"{name} is not installed: run `make install`")
     return found
+
+
+# --- the session's plan: what starts early, and in which order the folders run ---
+#
+# The Terraform emulator's applies (provider waiters on moto) wait mostly on others, so the
+# Terraform tests run first and the applies in the background; the emulator's destroy starts
+# after the last test that reads its deployments and is checked last.
+
+from tests.terraform.fixtures import (  # noqa: E402,F401 - registered here for every folder
+    STARTED,
+    emulation,
+    moto_servers,
+    terraform_bin,
+    tf_factory,
+)
+
+TERRAFORM_TESTS = REPO / "tests" / "terraform"
+EMULATOR_TESTS = "test_apply_moto.py"
+DESTROY_TEST = "test_destroy_leaves_nothing"
+_LAST_EMULATION_READER: list[pytest.Item] = []
+
+
+def _within(item: pytest.Item, folder: Path) -> bool:
+    return folder in item.path.parents
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    terraform = [item for item in items if _within(item, TERRAFORM_TESTS)]
+    emulator = [item for item in terraform if item.path.name == EMULATOR_TESTS]
+    destroy = [item for item in emulator if item.name == DESTROY_TEST]
+    reading = [item for item in emulator if item.name != DESTROY_TEST]
+    static = [item for item in terraform if item.path.name != EMULATOR_TESTS]
+    rest = [item for item in items if item not in terraform]
+    items[:] = [*static, *reading, *rest, *destroy]
+    readers = [item for item in items if item not in destroy and "emulation" in item.fixturenames]
+    _LAST_EMULATION_READER[:] = readers[-1:]
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """The emulator's destroy (~90 s of waiting) starts once nothing reads the deployments."""
+    if STARTED and item in _LAST_EMULATION_READER:
+        STARTED[0].start_destroy()

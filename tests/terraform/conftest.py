@@ -13,10 +13,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import pytest
 
@@ -175,22 +174,6 @@ class TerraformFactory:
 
 
 @pytest.fixture(scope="session")
-def terraform_bin() -> str:
-    binary = find_tool("terraform")
-    if not (PROVIDER_MIRROR / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
-        missing(
-            f"terraform's provider mirror {PROVIDER_MIRROR} has no hashicorp/aws "
-            "(set TERRAFORM_PROVIDER_MIRROR to a filesystem mirror)"
-        )
-    return binary
-
-
-@pytest.fixture(scope="session")
-def tf_factory(terraform_bin: str, tmp_path_factory: pytest.TempPathFactory) -> TerraformFactory:
-    return TerraformFactory(terraform_bin, tmp_path_factory.mktemp("terraform"))
-
-
-@pytest.fixture(scope="session")
 def tf_root(tf_factory: TerraformFactory) -> Terraform:
     """An initialised copy of the root configuration (also installs the test files' modules)."""
     terraform = tf_factory.copy("static")
@@ -262,69 +245,12 @@ def stop_moto(server: MotoServer) -> None:
         server.process.wait(timeout=15)
 
 
-@pytest.fixture(scope="session")
-def moto_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[MotoServer]]:
-    """Two moto servers, one per deployment (moto holds only one aws_db_instance per server)."""
-    servers: list[MotoServer] = []
-    try:
-        for _ in range(2):
-            servers.append(start_moto(tmp_path_factory.mktemp("moto")))
-        yield servers
-    finally:
-        for server in servers:
-            stop_moto(server)
-
-
 # --- the emulator deployments, applied in the background ---
+# The session fixtures (terraform_bin, tf_factory, moto_servers, emulation) are in fixtures.py,
+# registered by tests/conftest.py, so that the compose tests share the same deployments; the
+# order of the session (applies first, destroy last) is planned there too.
 
 _EMULATOR_TESTS = "test_apply_moto.py"
-_DESTROY_TEST = "test_destroy_leaves_nothing"
-_started: list[Any] = []  # the session's Emulation, once the fixture made it
-
-
-def _is_emulator_test(item: pytest.Item) -> bool:
-    return item.path.name == _EMULATOR_TESTS
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the Terraform tests first, the emulator tests after the others, and the check of
-    the emulator's destroy last of the whole session.
-
-    The emulator's applies start with the first Terraform test and mostly wait on provider
-    waiters while the other Terraform tests run; its destroy (~90 s of waiting) starts once the
-    last test reading the deployments is done (pytest_runtest_teardown) and runs while the rest
-    of the suite does.
-    """
-    here = Path(__file__).parent
-    terraform = [item for item in items if here in item.path.parents]
-    if not terraform:
-        return
-    others = [item for item in items if here not in item.path.parents]
-    emulator = [item for item in terraform if _is_emulator_test(item)]
-    destroy = [item for item in emulator if item.name == _DESTROY_TEST]
-    reading = [item for item in emulator if item.name != _DESTROY_TEST]
-    static = [item for item in terraform if not _is_emulator_test(item)]
-    items[:] = [*static, *reading, *others, *destroy]
-
-
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    """Start the destroy once the tests that read the deployments are done."""
-    leaving = nextitem is None or not _is_emulator_test(nextitem)
-    if _is_emulator_test(item) and leaving and _started:
-        _started[0].start_destroy()
-
-
-@pytest.fixture(scope="session")
-def emulation(tf_factory: TerraformFactory, moto_servers: list[MotoServer]) -> Iterator[Any]:
-    from tests.terraform.emulator import Emulation
-
-    started = Emulation(tf_factory, moto_servers)
-    _started.append(started)
-    try:
-        yield started
-    finally:
-        started.cleanup()
-        _started.clear()
 
 
 @pytest.fixture(scope="session", autouse=True)

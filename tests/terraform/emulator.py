@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,6 +110,39 @@ class Deployment:
         )
         return base64.b64decode(attribute["UserData"]["Value"]).decode()
 
+    def boot_prepare(self, directory: Path) -> BootPrepare:
+        """Run the rendered boot script's `prepare` step, as systemd does before each start,
+        with aws, curl, jq and docker stubbed: secrets come from moto, the public name and
+        address from the instance moto describes. It writes the env file into ``directory``."""
+        instance = self.instance()
+        stubs = directory / "bin"
+        stubs.mkdir()
+        for name, body in (("aws", STUB_AWS), ("curl", STUB_CURL), ("jq", STUB_JQ),
+                           ("docker", STUB_DOCKER)):  # fmt: skip
+            stub = stubs / name
+            stub.write_text(f"#!{sys.executable}\n{body}")
+            stub.chmod(0o755)
+        script = directory / "user_data.sh"
+        script.write_text(self.user_data())
+        calls = directory / "calls.log"
+        env = {
+            "PATH": f"{stubs}:/usr/bin:/bin",
+            "MLFLOW_STACK_ENV_DIR": str(directory / "etc"),
+            "MOTO_URL": self.moto.url,
+            "STUB_CALLS": str(calls),
+            "STUB_PUBLIC_HOSTNAME": instance.get("PublicDnsName", ""),
+            "STUB_PUBLIC_IPV4": instance.get("PublicIpAddress", ""),
+        }
+        result = subprocess.run(
+            ["/bin/bash", str(script), "prepare"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        return BootPrepare(result, directory / "etc" / "mlflow.env", calls, script)
+
     def secret(self, arn: str) -> dict[str, str]:
         value = self.aws("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
         return dict(json.loads(value))
@@ -117,6 +153,62 @@ class Deployment:
 
 APPLY = ("apply", "-auto-approve", "-no-color", "-parallelism=20")
 DESTROY = ("destroy", "-auto-approve", "-no-color", "-refresh=false", "-parallelism=20")
+
+
+@dataclass(frozen=True)
+class BootPrepare:
+    result: subprocess.CompletedProcess[str]
+    env_file: Path
+    calls: Path  # what the stubs were asked, one line each
+    script: Path  # the rendered boot script
+
+
+STUB_AWS = """\
+import json, os, sys
+import boto3
+args = sys.argv[1:]
+with open(os.environ["STUB_CALLS"], "a") as log:
+    log.write("aws " + " ".join(args) + "\\n")
+def client(service):
+    return boto3.client(service, endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+if args[:2] == ["secretsmanager", "get-secret-value"]:
+    secret_id = args[args.index("--secret-id") + 1]
+    print(client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"])
+elif args[:2] == ["ecr", "get-login-password"]:
+    print("token-from-the-stub")
+else:
+    sys.exit("unexpected aws call: " + " ".join(args))
+"""
+
+STUB_CURL = """\
+import os, sys
+url = next(arg for arg in sys.argv[1:] if arg.startswith("http://"))
+if url.endswith("/latest/api/token"):
+    print("imds-token", end="")
+elif url.endswith("/meta-data/public-hostname"):
+    print(os.environ["STUB_PUBLIC_HOSTNAME"], end="")
+elif url.endswith("/meta-data/public-ipv4"):
+    print(os.environ["STUB_PUBLIC_IPV4"], end="")
+else:
+    sys.exit(22)
+"""
+
+STUB_JQ = """\
+import json, sys
+value = json.load(sys.stdin).get(sys.argv[-1].lstrip("."))
+if value is None:
+    sys.exit(1)
+print(value)
+"""
+
+STUB_DOCKER = """\
+import os, sys
+if sys.argv[1:2] == ["login"]:
+    sys.stdin.read()
+with open(os.environ["STUB_CALLS"], "a") as log:
+    log.write("docker " + " ".join(sys.argv[1:]) + "\\n")
+"""
 
 
 class Emulation:

@@ -20,7 +20,6 @@ import json
 import re
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -286,12 +285,6 @@ def test_env_file_names_exactly_the_settings(deployment: Deployment) -> None:
     }
 
 
-def _stub(directory: Path, name: str, body: str) -> None:
-    path = directory / name
-    path.write_text(f"#!{sys.executable}\n{body}")
-    path.chmod(0o755)
-
-
 def test_boot_script_prepare_writes_a_valid_env_file(
     deployment: Deployment, tmp_path: Path
 ) -> None:
@@ -299,34 +292,9 @@ def test_boot_script_prepare_writes_a_valid_env_file(
     come from moto, metadata from the instance moto describes. The env file it writes must
     be private and parse as the server's settings."""
     instance = deployment.instance()
-    stubs = tmp_path / "bin"
-    stubs.mkdir()
-    calls = tmp_path / "calls.log"
-    _stub(stubs, "aws", STUB_AWS)
-    _stub(stubs, "curl", STUB_CURL)
-    _stub(stubs, "jq", STUB_JQ)
-    _stub(stubs, "docker", STUB_DOCKER)
-    script = tmp_path / "user_data.sh"
-    script.write_text(deployment.user_data())
-    env_dir = tmp_path / "etc"
-    env = {
-        "PATH": f"{stubs}:/usr/bin:/bin",
-        "MLFLOW_STACK_ENV_DIR": str(env_dir),
-        "MOTO_URL": deployment.moto.url,
-        "STUB_CALLS": str(calls),
-        "STUB_PUBLIC_HOSTNAME": instance.get("PublicDnsName", ""),
-        "STUB_PUBLIC_IPV4": instance.get("PublicIpAddress", ""),
-    }
-    result = subprocess.run(
-        ["/bin/bash", str(script), "prepare"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    boot = deployment.boot_prepare(tmp_path)
+    result, env_file, env_dir = boot.result, boot.env_file, boot.env_file.parent
     assert result.returncode == 0, result.stderr
-    env_file = env_dir / "mlflow.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(env_dir.stat().st_mode) == 0o700
     values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
@@ -346,57 +314,9 @@ def test_boot_script_prepare_writes_a_valid_env_file(
     if deployment.variant.tls:
         assert DOMAIN in settings.allowed_hosts
         assert deployment.outputs["load_balancer_dns_name"] in settings.allowed_hosts
-    logged = calls.read_text()
+    logged = boot.calls.read_text()
     assert "docker login --username AWS --password-stdin 123456789012.dkr.ecr." in logged
     assert f"docker pull --quiet {deployment.outputs['image']}" in logged
-
-
-STUB_AWS = """\
-import json, os, sys
-import boto3
-args = sys.argv[1:]
-with open(os.environ["STUB_CALLS"], "a") as log:
-    log.write("aws " + " ".join(args) + "\\n")
-def client(service):
-    return boto3.client(service, endpoint_url=os.environ["MOTO_URL"], region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
-if args[:2] == ["secretsmanager", "get-secret-value"]:
-    secret_id = args[args.index("--secret-id") + 1]
-    print(client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"])
-elif args[:2] == ["ecr", "get-login-password"]:
-    print("token-from-the-stub")
-else:
-    sys.exit("unexpected aws call: " + " ".join(args))
-"""
-
-STUB_CURL = """\
-import os, sys
-url = next(arg for arg in sys.argv[1:] if arg.startswith("http://"))
-if url.endswith("/latest/api/token"):
-    print("imds-token", end="")
-elif url.endswith("/meta-data/public-hostname"):
-    print(os.environ["STUB_PUBLIC_HOSTNAME"], end="")
-elif url.endswith("/meta-data/public-ipv4"):
-    print(os.environ["STUB_PUBLIC_IPV4"], end="")
-else:
-    sys.exit(22)
-"""
-
-STUB_JQ = """\
-import json, sys
-value = json.load(sys.stdin).get(sys.argv[-1].lstrip("."))
-if value is None:
-    sys.exit(1)
-print(value)
-"""
-
-STUB_DOCKER = """\
-import os, sys
-if sys.argv[1:2] == ["login"]:
-    sys.stdin.read()
-with open(os.environ["STUB_CALLS"], "a") as log:
-    log.write("docker " + " ".join(sys.argv[1:]) + "\\n")
-"""
 
 
 def test_https_load_balancer_fronts_the_instance(deployments: dict[str, Deployment]) -> None:
