@@ -203,10 +203,13 @@ def which_or_fail(name: str) -> str:
 
 # --- the session's plan: what starts early, and in which order the folders run ---
 #
-# The Terraform emulator's applies (provider waiters on moto) wait mostly on others, so the
-# Terraform tests run first and the applies in the background; the emulator's destroy starts
-# after the last test that reads its deployments and is checked last.
+# Two slow things wait mostly on others, so they start first and run in the background: the
+# Terraform emulator's applies (provider waiters on moto) and the Docker provisioning of the
+# compose tests (apt, debootstrap, image builds). The Terraform tests run first, then the
+# compose tests, then the rest; the emulator's destroy starts after the last test that reads
+# its deployments and is checked last.
 
+from tests.compose.engine import Engine, Provisioning  # noqa: E402
 from tests.terraform.fixtures import (  # noqa: E402,F401 - registered here for every folder
     STARTED,
     emulation,
@@ -216,8 +219,10 @@ from tests.terraform.fixtures import (  # noqa: E402,F401 - registered here for 
 )
 
 TERRAFORM_TESTS = REPO / "tests" / "terraform"
+COMPOSE_TESTS = REPO / "tests" / "compose"
 EMULATOR_TESTS = "test_apply_moto.py"
 DESTROY_TEST = "test_destroy_leaves_nothing"
+PROVISIONING: list[Provisioning] = []
 _LAST_EMULATION_READER: list[pytest.Item] = []
 
 
@@ -231,13 +236,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     destroy = [item for item in emulator if item.name == DESTROY_TEST]
     reading = [item for item in emulator if item.name != DESTROY_TEST]
     static = [item for item in terraform if item.path.name != EMULATOR_TESTS]
-    rest = [item for item in items if item not in terraform]
-    items[:] = [*static, *reading, *rest, *destroy]
+    compose = [item for item in items if _within(item, COMPOSE_TESTS)]
+    rest = [item for item in items if item not in terraform and item not in compose]
+    items[:] = [*static, *reading, *compose, *rest, *destroy]
     readers = [item for item in items if item not in destroy and "emulation" in item.fixturenames]
     _LAST_EMULATION_READER[:] = readers[-1:]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    if not PROVISIONING and any(_within(item, COMPOSE_TESTS) for item in session.items):
+        PROVISIONING.append(Provisioning(Engine()))
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """The emulator's destroy (~90 s of waiting) starts once nothing reads the deployments."""
     if STARTED and item in _LAST_EMULATION_READER:
         STARTED[0].start_destroy()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for provisioning in PROVISIONING:
+        provisioning.engine.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for provisioning in PROVISIONING:
+        took = (provisioning.finished or 0) - provisioning.began
+        steps = ", ".join(
+            f"{step} {seconds:g} s" for step, seconds in provisioning.engine.timings.items()
+        )
+        terminalreporter.write_sep("=", "docker provisioning for the compose tests")
+        terminalreporter.write_line(f"{took:.0f} s in the background: {steps}")

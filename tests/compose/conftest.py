@@ -1,0 +1,85 @@
+"""The compose stack of the tests: the repository's docker-compose.yml, unchanged, on the
+private engine (tests/compose/engine.py), with a .env written by `mlflow-stack config init`
+and the MLflow port on a free loopback port. Tests reach it only through that port, as users
+do, and through the engine (`docker compose ps/exec/inspect`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlflow_stack.envfile import read_env_file
+from mlflow_stack.native.processes import free_port
+from tests.compose.engine import Engine, new_env_file
+
+
+@dataclass
+class ComposeStack:
+    engine: Engine
+    env_file: Path
+    port: int
+
+    def compose(
+        self, *args: str, check: bool = True, timeout: float = 600, env_file: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.engine.compose(env_file or self.env_file, *args, check=check, timeout=timeout)
+
+    def up(self) -> None:
+        result = self.compose("up", "--detach", "--no-build", "--wait", "--wait-timeout", "300",
+                              check=False)  # fmt: skip
+        if result.returncode != 0:
+            logs = self.compose("logs", "--tail", "40", check=False).stdout
+            pytest.fail(f"docker compose up failed:\n{result.stderr[-3000:]}\n{logs[-6000:]}")
+
+    @property
+    def values(self) -> dict[str, str]:
+        return read_env_file(self.env_file)
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin(self) -> tuple[str, str]:
+        values = self.values
+        return values["MLFLOW_AUTH_ADMIN_USERNAME"], values["MLFLOW_AUTH_ADMIN_PASSWORD"]
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        """`docker compose ps` as JSON, by service."""
+        lines = self.compose("ps", "--all", "--format", "json").stdout.splitlines()
+        return {entry["Service"]: entry for entry in map(json.loads, filter(None, lines))}
+
+    def inspect(self, service: str) -> dict[str, Any]:
+        container = self.services()[service]["ID"]
+        return dict(json.loads(self.engine.docker("inspect", container).stdout)[0])
+
+
+@pytest.fixture(scope="session")
+def compose_engine() -> Engine:
+    from tests.conftest import PROVISIONING
+
+    if not PROVISIONING:
+        pytest.fail("the Docker provisioning was not started (tests/conftest.py)")
+    return PROVISIONING[0].wait()
+
+
+@pytest.fixture(scope="session")
+def compose_stack(compose_engine: Engine) -> Iterator[ComposeStack]:
+    directory = Path(tempfile.mkdtemp(prefix="mlflow-stack-compose-"))
+    port = free_port()
+    env_file = directory / ".env"
+    new_env_file(env_file, MLFLOW_STACK_PORT=str(port))
+    stack = ComposeStack(compose_engine, env_file, port)
+    stack.compose("down", "--volumes", "--remove-orphans", check=False)  # an aborted run's
+    stack.up()
+    try:
+        yield stack
+    finally:
+        stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "30", check=False)

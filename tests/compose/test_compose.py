@@ -1,0 +1,282 @@
+"""`docker compose up` for real: the repository's docker-compose.yml and mlflow-server/Dockerfile
+on a Docker engine, reached through the published port only, as users reach it.
+
+The images no registry gives this machine (python, postgres, MinIO) are stand-ins built from
+Debian's packages and SeaweedFS (tests/compose/engine.py); the mlflow service, its image,
+networks, volumes and settings are exactly what users get.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore
+import botocore.config
+import botocore.exceptions
+import mlflow
+import psycopg2
+import pytest
+import requests
+
+from mlflow_stack.settings import SETTINGS
+from tests.compose.conftest import ComposeStack
+from tests.compose.engine import Engine, new_env_file
+
+CLIENT_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+@pytest.fixture
+def client(compose_stack: ComposeStack) -> Iterator[Any]:
+    """An MlflowClient (and the fluent API) logged in to the compose stack."""
+    user, password = compose_stack.admin
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", compose_stack.tracking_uri)
+        patch.setenv("MLFLOW_TRACKING_USERNAME", user)
+        patch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        yield mlflow.MlflowClient(compose_stack.tracking_uri)
+
+
+def wait_healthy(stack: ComposeStack, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(stack.tracking_uri + "/health", timeout=5).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{stack.tracking_uri}/health not 200 within {timeout:g} s")
+
+
+def test_every_service_is_healthy_and_only_mlflow_is_published(
+    compose_stack: ComposeStack,
+) -> None:
+    stack = compose_stack
+    services = stack.services()
+    assert set(services) == {"postgres", "minio", "mlflow"}
+    for name, service in services.items():
+        assert (service["State"], service["Health"]) == ("running", "healthy"), name
+    published = {
+        name: {(p["URL"], p["PublishedPort"], p["TargetPort"])
+               for p in service["Publishers"] if p["PublishedPort"]}
+        for name, service in services.items()
+    }  # fmt: skip
+    assert published == {
+        "mlflow": {("127.0.0.1", stack.port, 5000)},
+        "postgres": set(),
+        "minio": set(),
+    }
+    for name in ("postgres", "minio"):
+        container = services[name]["ID"]
+        assert stack.engine.docker("port", container).stdout.strip() == "", name
+        networks = stack.inspect(name)["NetworkSettings"]["Networks"]
+        assert set(networks) == {"mlflow-stack-test_backend"}, name  # the internal one only
+
+
+NEIGHBOUR_PROBE = """
+import socket, sys
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        print(target, "open")
+    except OSError as error:
+        print(target, type(error).__name__)
+"""
+
+
+def test_postgres_and_s3_answer_only_inside_the_stack(compose_stack: ComposeStack) -> None:
+    """Another machine, or a container of another project, cannot reach PostgreSQL or S3; the
+    Docker host itself reaches them at their bridge addresses (Docker's design), and there
+    they demand the credentials."""
+    stack = compose_stack
+    backend = {
+        name: stack.inspect(name)["NetworkSettings"]["Networks"]["mlflow-stack-test_backend"][
+            "IPAddress"
+        ]
+        for name in ("postgres", "minio")
+    }
+    targets = [f"{backend['postgres']}:5432", f"{backend['minio']}:9000"]
+    # a neighbour on Docker's default bridge, standing for any other network
+    probe = stack.engine.docker(
+        "run", "--rm", "--network", "bridge", "python:3.11.14-slim-bookworm",
+        "python3", "-c", NEIGHBOUR_PROBE, *targets, timeout=60,
+    ).stdout.split("\n")  # fmt: skip
+    verdicts = dict(line.split() for line in probe if line.strip())
+    assert set(verdicts) == set(targets)
+    assert "open" not in verdicts.values(), verdicts
+
+    values = stack.values
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        psycopg2.connect(
+            host=backend["postgres"],
+            port=5432,
+            user=values["POSTGRES_USER"],
+            password="not-the-password",
+            dbname="postgres",
+            connect_timeout=5,
+        )
+    unsigned = boto3.client(
+        "s3",
+        endpoint_url=f"http://{backend['minio']}:9000",
+        region_name="us-east-1",
+        config=botocore.config.Config(signature_version=botocore.UNSIGNED),
+    )
+    for attempt in (
+        lambda: unsigned.list_objects_v2(Bucket=values["MLFLOW_STACK_S3_BUCKET"]),
+        lambda: unsigned.put_object(Bucket=values["MLFLOW_STACK_S3_BUCKET"], Key="x", Body=b"x"),
+    ):
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
+            attempt()
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] in (401, 403)
+
+
+def test_login_is_required_and_runs_artifacts_and_models_round_trip(
+    compose_stack: ComposeStack, client: Any, tmp_path: Path
+) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    search = compose_stack.tracking_uri + "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(search, timeout=30).status_code == 401
+    assert (
+        requests.get(search, auth=(compose_stack.admin[0], "wrong"), timeout=30).status_code == 401
+    )
+    assert requests.get(search, auth=compose_stack.admin, timeout=30).status_code == 200
+
+    experiment = client.create_experiment(f"compose-{uuid.uuid4().hex[:8]}")
+    blob = tmp_path / "weights.bin"
+    blob.write_bytes(os.urandom(50 * 2**20))
+    with mlflow.start_run(experiment_id=experiment) as run:
+        mlflow.log_params({"alpha": "0.5", "layers": "3"})
+        for step in range(3):
+            mlflow.log_metric("rmse", 5.0 - step, step=step)
+        mlflow.log_artifact(str(blob))
+        info = mlflow.sklearn.log_model(LinearRegression().fit([[0], [1]], [0, 1]), name="model")
+    got = client.get_run(run.info.run_id)
+    assert got.data.params == {"alpha": "0.5", "layers": "3"}
+    history = sorted(client.get_metric_history(run.info.run_id, "rmse"), key=lambda m: m.step)
+    assert [m.value for m in history] == [5.0, 4.0, 3.0]
+    downloaded = Path(
+        client.download_artifacts(run.info.run_id, "weights.bin", str(tmp_path / "dl"))
+    )
+    assert sha256(downloaded) == sha256(blob)
+
+    name = f"compose-model-{uuid.uuid4().hex[:6]}"
+    version = mlflow.register_model(info.model_uri, name)
+    client.set_registered_model_alias(name, "champion", version.version)
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    assert loaded.predict([[2.0]])[0] == pytest.approx(2.0)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_server_runs_as_uid_10001_without_privileges(compose_stack: ComposeStack) -> None:
+    details = compose_stack.inspect("mlflow")
+    assert details["Config"]["User"] == "10001:10001"
+    assert details["HostConfig"]["CapDrop"] == ["ALL"]
+    assert "no-new-privileges:true" in details["HostConfig"]["SecurityOpt"]
+    status = compose_stack.compose("exec", "-T", "mlflow", "cat", "/proc/1/status").stdout
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert fields["Uid"].split()[:2] == ["10001", "10001"]
+    assert fields["CapEff"].strip() == "0000000000000000"
+    assert fields["NoNewPrivs"].strip() == "1"
+
+
+def test_down_and_up_keep_every_run_and_artifact(
+    compose_stack: ComposeStack, client: Any, tmp_path: Path
+) -> None:
+    experiment = client.create_experiment(f"kept-{uuid.uuid4().hex[:8]}")
+    run = client.create_run(experiment)
+    client.log_param(run.info.run_id, "kept", "yes")
+    client.log_text(run.info.run_id, "still here", "notes/kept.txt")
+
+    compose_stack.compose("down", "--timeout", "30")  # no --volumes: the named volumes stay
+    assert compose_stack.services() == {}
+    volumes = compose_stack.engine.docker("volume", "ls", "--format", "{{.Name}}").stdout.split()
+    assert {"mlflow-stack-test_postgres-data", "mlflow-stack-test_minio-data"} <= set(volumes)
+    compose_stack.up()
+
+    assert client.get_run(run.info.run_id).data.params == {"kept": "yes"}
+    path = client.download_artifacts(run.info.run_id, "notes/kept.txt", str(tmp_path))
+    assert Path(path).read_text() == "still here"
+
+
+def test_a_restart_of_the_server_under_a_writing_client_loses_no_acknowledged_write(
+    compose_stack: ComposeStack, client: Any
+) -> None:
+    run_id = client.create_run(
+        client.create_experiment(f"restart-{uuid.uuid4().hex[:8]}")
+    ).info.run_id
+    session = requests.Session()
+    session.auth = compose_stack.admin
+    url = compose_stack.tracking_uri + "/api/2.0/mlflow/runs/log-metric"
+    acknowledged: list[int] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        step = 0
+        while not stop.is_set():
+            body = {"run_id": run_id, "key": "loss", "value": step * 0.5,
+                    "timestamp": 1_700_000_000_000 + step, "step": step}  # fmt: skip
+            try:
+                answer = session.post(url, json=body, timeout=10)
+                if answer.status_code == 200:
+                    acknowledged.append(step)
+                else:
+                    failures.append(f"{step}: HTTP {answer.status_code}")
+            except requests.RequestException as error:
+                failures.append(f"{step}: {type(error).__name__}")
+            step += 1
+            stop.wait(0.02)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        time.sleep(2)
+        before = len(acknowledged)
+        compose_stack.compose("restart", "mlflow", timeout=120)
+        wait_healthy(compose_stack)
+        time.sleep(2)
+    finally:
+        stop.set()
+        writer.join(30)
+    assert before > 0 and len(acknowledged) > before + 5, "the client wrote before and after"
+    stored = {int(m.step): m.value for m in client.get_metric_history(run_id, "loss")}
+    missing = [step for step in acknowledged if stored.get(step) != step * 0.5]
+    assert not missing, f"{len(missing)} acknowledged writes lost or altered: {missing[:10]}"
+    print(f"\nrestart: {len(acknowledged)} writes acknowledged, {len(failures)} refused meanwhile")
+
+
+SECRETS = [s.name for s in SETTINGS if s.required] + [
+    "MLFLOW_STACK_S3_ACCESS_KEY",
+    "MLFLOW_STACK_S3_SECRET_KEY",
+]
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_compose_refuses_to_start_without_each_secret(
+    compose_engine: Engine, tmp_path: Path, name: str
+) -> None:
+    env_file = tmp_path / ".env"
+    new_env_file(env_file, **{name: ""})
+    project = "mlflow-stack-refused"
+    result = compose_engine.compose(env_file, "up", "--detach", "--no-build",
+                                    check=False, project=project)  # fmt: skip
+    assert result.returncode != 0
+    assert f"set {name} in .env" in result.stderr, result.stderr
+    label = f"label=com.docker.compose.project={project}"
+    for kind in ("container", "volume", "network"):
+        left = compose_engine.docker(kind, "ls", *(["--all"] if kind == "container" else []),
+                                     "--quiet", "--filter", label)  # fmt: skip
+        assert left.stdout.strip() == "", f"a {kind} was created"
