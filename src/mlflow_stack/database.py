@@ -84,14 +84,20 @@ def _classify(error: Exception, settings: Settings, dbname: str) -> Exception:
 
 
 def wait_for_postgres(settings: Settings) -> Connection:
-    """Wait until PostgreSQL accepts our credentials; connect to POSTGRES_DB if it exists."""
+    """Wait until PostgreSQL accepts our credentials; connect to the maintenance database
+    ``postgres``, or to POSTGRES_DB where there is none.
+
+    The maintenance database first: asking for a POSTGRES_DB that is not created yet (every
+    first start) makes PostgreSQL log ``FATAL: database ... does not exist``, which reads as a
+    failure to whoever looks at its log.
+    """
 
     def attempt() -> Connection:
         try:
-            return connect(settings, settings.postgres_db)
+            return connect(settings, "postgres")  # the maintenance database
         except _DatabaseMissingError:
             try:
-                return connect(settings, "postgres")  # the maintenance database
+                return connect(settings, settings.postgres_db)
             except _DatabaseMissingError:
                 raise StackError(
                     f"neither POSTGRES_DB={settings.postgres_db!r} nor the maintenance database "
@@ -169,12 +175,62 @@ def apply_database_defaults(conn: Connection, settings: Settings) -> dict[str, s
     return applied
 
 
-def migrate(settings: Settings) -> None:
-    """Bring both schemas to the installed MLflow's head, one server at a time.
+def migrate(settings: Settings) -> list[str]:
+    """Bring both schemas to the installed MLflow's head, one server at a time; return the
+    names of the copies taken first (none unless a schema was behind).
 
     The tracking database gets what `mlflow db upgrade` does; the auth database what
-    `python -m mlflow.server.auth db upgrade` does. Both are no-ops when up to date.
+    `python -m mlflow.server.auth db upgrade` does. Both are no-ops when up to date. A database
+    whose schema is behind is first copied inside PostgreSQL (mlflow_stack.upgrade).
+
+    The lock is held by a session on the maintenance database, not on the databases it
+    guards: PostgreSQL copies a database only while no other session is connected to it.
+    Advisory locks are per database, so servers sharing POSTGRES_DB still take turns.
     """
+    from mlflow_stack.upgrade import copy_before_upgrade
+
+    lock = wait_for_postgres(settings)  # "postgres", or POSTGRES_DB where there is none
+    try:
+        with lock.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
+        if lock.info.dbname in (settings.postgres_db, settings.auth_db):
+            copies = _copy_without_maintenance_database(settings)
+        else:
+            copies = copy_before_upgrade(settings, lock, lambda name: connect(settings, name))
+        try:
+            _migrate_schemas(settings)
+        except StackError as error:
+            if not copies:
+                raise
+            raise StackError(
+                f"{error}; the databases as they were before are in {', '.join(copies)}"
+            ) from None
+        return copies
+    finally:
+        lock.close()  # and with it the advisory lock
+
+
+def _copy_without_maintenance_database(settings: Settings) -> list[str]:
+    """Without the database ``postgres`` our lock session sits in POSTGRES_DB, which then
+    cannot be copied: upgrade only what needs no copy, and say what to do otherwise."""
+    from mlflow_stack.upgrade import schemas, stored_revision
+
+    for schema in schemas(settings):
+        reader = connect(settings, schema.database)
+        try:
+            revision = stored_revision(reader, schema)
+        finally:
+            reader.close()
+        if revision is not None:
+            raise StackError(
+                f"database {schema.database!r} needs a {schema.label} schema upgrade "
+                f"({revision} -> {schema.head}) and a copy first, which needs the maintenance "
+                f"database 'postgres' on {_where(settings)}: create it, then start again"
+            )
+    return []
+
+
+def _migrate_schemas(settings: Settings) -> None:
     import sqlalchemy
     from mlflow.server.auth.db import utils as auth_db
     from mlflow.store.db import utils as tracking_db
@@ -189,17 +245,12 @@ def migrate(settings: Settings) -> None:
 
     tracking, auth = engine(settings.backend_store_uri), engine(settings.auth_database_uri)
     try:
-        with tracking.connect() as lock:
-            lock.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({_MIGRATION_LOCK_KEY})"))
-            try:
-                if tracking_db._is_empty_database(tracking):
-                    log.info("creating the tracking schema in %s", settings.postgres_db)
-                    tracking_db._initialize_tables(tracking)
-                else:
-                    tracking_db._upgrade_db(tracking)
-                auth_db.migrate(auth, "head")
-            finally:
-                lock.execute(sqlalchemy.text(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK_KEY})"))
+        if tracking_db._is_empty_database(tracking):
+            log.info("creating the tracking schema in %s", settings.postgres_db)
+            tracking_db._initialize_tables(tracking)
+        else:
+            tracking_db._upgrade_db(tracking)
+        auth_db.migrate(auth, "head")
     except sqlalchemy.exc.SQLAlchemyError as error:
         first_line = str(error.orig if hasattr(error, "orig") else error).strip().splitlines()
         reason = first_line[0] if first_line else type(error).__name__
