@@ -160,9 +160,9 @@ variable "db_instance_class" {
 }
 
 variable "db_engine_version" {
-  description = "PostgreSQL major (or major.minor) version."
+  description = "PostgreSQL major (or major.minor) version. 15 matches compose and the native runtime, and the pg_dump in the image (Debian bookworm's 15) that `mlflow-stack backup` uses: it cannot dump a newer server."
   type        = string
-  default     = "16"
+  default     = "15"
 }
 
 variable "db_allocated_storage" {

@@ -67,9 +67,9 @@ variable "password_version" {
 }
 
 variable "engine_version" {
-  description = "PostgreSQL version: a major version (e.g. \"16\", minor upgrades then happen automatically) or major.minor."
+  description = "PostgreSQL version: a major version (e.g. \"15\", minor upgrades then happen automatically) or major.minor."
   type        = string
-  default     = "16"
+  default     = "15"
 
   validation {
     condition     = can(regex("^(1[3-9])(\\.[0-9]+)?$", var.engine_version))
