@@ -367,6 +367,14 @@ class Settings:
         default="false",
         parse=_boolean,
     )
+    gc_retention_days: int = _setting(
+        "MLFLOW_STACK_GC_RETENTION_DAYS",
+        "Days a deleted run or experiment stays restorable: the scheduled `mlflow-stack gc` "
+        "(compose gc service, EC2 timer, cron) then deletes it and its artifacts for good.",
+        "server",
+        default="30",
+        parse=_int_between(0, 36500),
+    )
     admin_username: str = _setting(
         "MLFLOW_AUTH_ADMIN_USERNAME",
         "Admin account created on first start (later changes need the update-password API).",

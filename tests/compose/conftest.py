@@ -56,6 +56,30 @@ class ComposeStack:
         lines = self.compose("ps", "--all", "--format", "json").stdout.splitlines()
         return {entry["Service"]: entry for entry in map(json.loads, filter(None, lines))}
 
+    def backend_address(self, service: str) -> str:
+        """The service's address on the internal network (the Docker host reaches it)."""
+        networks = self.inspect(service)["NetworkSettings"]["Networks"]
+        return str(networks[f"{self.engine_project}_backend"]["IPAddress"])
+
+    @property
+    def engine_project(self) -> str:
+        from tests.compose.engine import PROJECT
+
+        return PROJECT
+
+    def s3(self) -> Any:
+        """A boto3 client with the stack's own S3 keys, for reading the bucket back."""
+        import boto3
+
+        values = self.values
+        return boto3.client(
+            "s3",
+            endpoint_url=f"http://{self.backend_address('minio')}:9000",
+            region_name=values.get("MLFLOW_STACK_S3_REGION") or "us-east-1",
+            aws_access_key_id=values["MLFLOW_STACK_S3_ACCESS_KEY"],
+            aws_secret_access_key=values["MLFLOW_STACK_S3_SECRET_KEY"],
+        )
+
     def inspect(self, service: str) -> dict[str, Any]:
         container = self.services()[service]["ID"]
         return dict(json.loads(self.engine.docker("inspect", container).stdout)[0])

@@ -131,7 +131,7 @@ class Engine:
             self._timed(f"stand-in {tag}", began)
         began = time.monotonic()
         self.build_stack()
-        self._timed("docker compose build mlflow", began)
+        self._timed("docker compose build", began)
 
     def compose(
         self,
@@ -149,12 +149,13 @@ class Engine:
         )  # fmt: skip
 
     def build_stack(self) -> None:
-        """The mlflow service's image, from mlflow-server/Dockerfile, as `docker compose build`
-        makes it (the secrets in the throwaway .env only satisfy compose's interpolation)."""
+        """The images of the services built from mlflow-server/Dockerfile (mlflow, gc), as
+        `docker compose build` makes them (the secrets in the throwaway .env only satisfy
+        compose's interpolation)."""
         with tempfile.TemporaryDirectory(dir=self.cache, prefix="env-") as directory:
             env_file = Path(directory) / ".env"
             new_env_file(env_file)
-            self.compose(env_file, "build", "mlflow", timeout=1800)
+            self.compose(env_file, "build", timeout=1800)
 
     def start(self) -> None:
         compose = compose_binary()

@@ -9,6 +9,7 @@ networks, volumes and settings are exactly what users get.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
@@ -61,7 +62,7 @@ def test_every_service_is_healthy_and_only_mlflow_is_published(
 ) -> None:
     stack = compose_stack
     services = stack.services()
-    assert set(services) == {"postgres", "minio", "mlflow"}
+    assert set(services) == {"postgres", "minio", "mlflow", "gc"}
     for name, service in services.items():
         assert (service["State"], service["Health"]) == ("running", "healthy"), name
     published = {
@@ -73,6 +74,7 @@ def test_every_service_is_healthy_and_only_mlflow_is_published(
         "mlflow": {("127.0.0.1", stack.port, 5000)},
         "postgres": set(),
         "minio": set(),
+        "gc": set(),
     }
     for name in ("postgres", "minio"):
         container = services[name]["ID"]
@@ -180,12 +182,15 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_the_server_runs_as_uid_10001_without_privileges(compose_stack: ComposeStack) -> None:
-    details = compose_stack.inspect("mlflow")
+@pytest.mark.parametrize("service", ["mlflow", "gc"])
+def test_the_image_runs_as_uid_10001_without_privileges(
+    compose_stack: ComposeStack, service: str
+) -> None:
+    details = compose_stack.inspect(service)
     assert details["Config"]["User"] == "10001:10001"
     assert details["HostConfig"]["CapDrop"] == ["ALL"]
     assert "no-new-privileges:true" in details["HostConfig"]["SecurityOpt"]
-    status = compose_stack.compose("exec", "-T", "mlflow", "cat", "/proc/1/status").stdout
+    status = compose_stack.compose("exec", "-T", service, "cat", "/proc/1/status").stdout
     fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
     assert fields["Uid"].split()[:2] == ["10001", "10001"]
     assert fields["CapEff"].strip() == "0000000000000000"
@@ -200,7 +205,10 @@ def test_down_and_up_keep_every_run_and_artifact(
     client.log_param(run.info.run_id, "kept", "yes")
     client.log_text(run.info.run_id, "still here", "notes/kept.txt")
 
+    began = time.monotonic()
     compose_stack.compose("down", "--timeout", "30")  # no --volumes: the named volumes stay
+    took = time.monotonic() - began
+    assert took < 20, f"down took {took:.0f} s: a service waited out its stop timeout"
     assert compose_stack.services() == {}
     volumes = compose_stack.engine.docker("volume", "ls", "--format", "{{.Name}}").stdout.split()
     assert {"mlflow-stack-test_postgres-data", "mlflow-stack-test_minio-data"} <= set(volumes)
@@ -280,3 +288,58 @@ def test_compose_refuses_to_start_without_each_secret(
         left = compose_engine.docker(kind, "ls", *(["--all"] if kind == "container" else []),
                                      "--quiet", "--filter", label)  # fmt: skip
         assert left.stdout.strip() == "", f"a {kind} was created"
+
+
+def bucket_keys(stack: ComposeStack, prefix: str) -> set[str]:
+    bucket = stack.values["MLFLOW_STACK_S3_BUCKET"]
+    pages = stack.s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return {item["Key"] for page in pages for item in page.get("Contents", [])}
+
+
+def test_the_gc_service_collects_deleted_runs_through_the_server(
+    compose_stack: ComposeStack, client: Any
+) -> None:
+    """The gc service reaches the server with the admin login of .env and no storage keys."""
+    experiment = client.create_experiment(f"gc-{uuid.uuid4().hex[:8]}")
+    doomed, kept = (client.create_run(experiment).info.run_id for _ in range(2))
+    for run_id in (doomed, kept):
+        client.log_text(run_id, run_id, "notes/id.txt")
+    client.delete_run(doomed)
+    with_doomed = {key for key in bucket_keys(compose_stack, "") if doomed in key}
+    assert with_doomed, "the deleted run's artifact is in the bucket before gc"
+    env = compose_stack.inspect("gc")["Config"]["Env"]
+    assert not [item for item in env if item.startswith(("AWS_", "MLFLOW_STACK_S3_"))], env
+
+    result = compose_stack.compose(
+        "exec", "-T", "gc", "mlflow-stack", "gc", "--older-than", "0", "--json"
+    )
+    assert '"runs"' in result.stdout, result.stdout + result.stderr
+    with pytest.raises(mlflow.exceptions.MlflowException) as gone:
+        client.get_run(doomed)
+    assert gone.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    keys = bucket_keys(compose_stack, "")
+    assert not {key for key in keys if doomed in key}
+    assert any(kept in key for key in keys)
+    assert client.get_run(kept).info.lifecycle_stage == "active"
+
+
+def test_a_backup_runs_in_the_compose_network_as_the_readme_says(
+    compose_stack: ComposeStack, client: Any, tmp_path: Path
+) -> None:
+    run_id = client.create_run(client.create_experiment(f"bk-{uuid.uuid4().hex[:8]}")).info.run_id
+    client.log_text(run_id, "in the backup", "notes/backup.txt")
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    user = f"{os.getuid()}:{os.getgid()}"
+    compose_stack.compose(
+        "run", "--rm", "--no-deps", "--user", user, "--volume", f"{backups}:/backups",
+        "mlflow", "backup", "/backups/first", timeout=300,
+    )  # fmt: skip
+    manifest = json.loads((backups / "first" / "manifest.json").read_text())
+    objects = {str(item["key"]): item for item in manifest["objects"]["items"]}
+    key = next(k for k in objects if run_id in k and k.endswith("notes/backup.txt"))
+    stored = backups / "first" / "objects" / key
+    assert stored.read_text() == "in the backup"
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == objects[key]["sha256"]
+    assert (backups / "first" / "tracking.dump").stat().st_size > 0
+    assert (backups / "first" / "auth.dump").stat().st_size > 0

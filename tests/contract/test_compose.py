@@ -17,8 +17,24 @@ SERVICES = COMPOSE["services"]
 DCLINT = REPO / ".venv" / "node" / "node_modules" / ".bin" / "dclint"
 
 
-def test_the_stack_has_postgres_minio_and_mlflow() -> None:
-    assert set(SERVICES) == {"postgres", "minio", "mlflow"}
+def test_the_stack_has_postgres_minio_mlflow_and_gc() -> None:
+    assert set(SERVICES) == {"postgres", "minio", "mlflow", "gc"}
+
+
+def test_gc_runs_daily_through_the_server_with_the_admin_login_and_no_storage_keys() -> None:
+    gc = SERVICES["gc"]
+    assert gc["build"] == SERVICES["mlflow"]["build"]  # the same image
+    assert gc["depends_on"] == {"mlflow": {"condition": "service_healthy"}}
+    assert gc["command"][:3] == ["gc", "--every", "24h"]
+    assert gc["networks"] == ["frontend"]  # the server's network, not the data services'
+    environment = gc["environment"]
+    assert environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert environment["MLFLOW_TRACKING_USERNAME"] == "${MLFLOW_AUTH_ADMIN_USERNAME:-admin}"
+    assert environment["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_AUTH_ADMIN_PASSWORD:?")
+    assert environment["MLFLOW_STACK_GC_RETENTION_DAYS"] == "${MLFLOW_STACK_GC_RETENTION_DAYS:-30}"
+    assert not any(name.startswith(("POSTGRES_", "MLFLOW_STACK_S3_")) for name in environment)
+    health_file = gc["command"][gc["command"].index("--health-file") + 1]
+    assert gc["healthcheck"]["test"] == ["CMD", "test", "-f", health_file]
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -68,10 +84,11 @@ def test_state_lives_in_named_volumes() -> None:
     assert "minio-data:/data" in SERVICES["minio"]["volumes"]
 
 
-def test_the_server_container_drops_privileges() -> None:
-    mlflow = SERVICES["mlflow"]
-    assert mlflow["cap_drop"] == ["ALL"]
-    assert "no-new-privileges:true" in mlflow["security_opt"]
+@pytest.mark.parametrize("name", ["mlflow", "gc"])
+def test_the_server_image_containers_drop_privileges(name: str) -> None:
+    service = SERVICES[name]
+    assert service["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in service["security_opt"]
 
 
 def test_postgres_init_script_is_mounted() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import stat
 import subprocess
 from pathlib import Path
@@ -406,3 +407,27 @@ def assert_nothing_left(deployment: Deployment) -> None:
     key_id = deployment.outputs["kms_key_arn"].rsplit("/", 1)[1]
     assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"] == "PendingDeletion"
     assert f"alias/{name}" not in [a["AliasName"] for a in kms.list_aliases()["Aliases"]]
+
+
+def test_boot_script_installs_a_daily_gc_timer_through_the_local_server(
+    deployment: Deployment,
+) -> None:
+    """The timer starts `mlflow-stack gc` daily: the same image and env file as the server (its
+    admin login and MLFLOW_STACK_GC_RETENTION_DAYS), on the host network to reach the server's
+    published port, with the server container's hardening."""
+    script = deployment.user_data()
+    timer = re.search(r'^  cat >"\$GC_TIMER" <<EOF\n(?P<body>.*?)\nEOF$', script, re.M | re.S)
+    unit = re.search(r'^  cat >"\$GC_UNIT" <<EOF\n(?P<body>.*?)\nEOF$', script, re.M | re.S)
+    assert timer and unit, "the boot script writes no gc timer or service"
+    assert "OnCalendar=daily" in timer["body"].splitlines()
+    assert "Persistent=true" in timer["body"].splitlines()
+    assert "Type=oneshot" in unit["body"].splitlines()
+    run = re.search(r"^ExecStart=/usr/bin/docker run (.*?)$\Z", unit["body"], re.M | re.S)
+    assert run, unit["body"]
+    arguments = shlex.split(run[1].replace("\\\n", " "))
+    assert arguments[-2:] == ["$IMAGE", "gc"]
+    for flag in (["--env-file", "$ENV_FILE"], ["--network", "host"], ["--cap-drop", "ALL"]):
+        index = arguments.index(flag[0])
+        assert arguments[index : index + 2] == flag
+    assert "no-new-privileges:true" in arguments
+    assert "systemctl enable mlflow-stack.service mlflow-stack-gc.timer" in script
