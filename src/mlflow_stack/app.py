@@ -1,7 +1,9 @@
 """The app ``mlflow-stack serve`` runs: MLflow's basic-auth app, registered under the
 ``mlflow.app`` entry point as ``mlflow-stack``, inside the stack's own ASGI layers.
 
-From the outside in, each answering the requests it is about itself:
+From the outside in, each answering the requests it is about itself (and all of them
+inside :class:`~mlflow_stack.metrics.RequestMetrics`, which counts and times every request,
+refused ones included, for ``GET /metrics``):
 
 1. :class:`~mlflow_stack.hosts.HostCheck`: the Host check, stricter than MLflow's (which
    still runs behind it);
@@ -11,7 +13,9 @@ From the outside in, each answering the requests it is about itself:
    MLflow or its auth layer reads it;
 4. :class:`~mlflow_stack.credentials.CredentialGuard`: non-basic credentials get 401, repeated
    failed logins cost no more scrypt;
-5. :class:`ProxiedArtifactsOnly` (below).
+5. :class:`~mlflow_stack.gc.endpoint.GarbageCollectionEndpoint`: ``mlflow-stack gc``'s
+   admin-only ``POST /api/2.0/mlflow-stack/gc``;
+6. :class:`ProxiedArtifactsOnly` (below).
 
 With artifacts proxied to S3, MLflow advertises presigned multipart uploads and downloads in
 ``/api/3.0/mlflow/server-info``, and its client then moves artifact bytes straight to and from
@@ -29,8 +33,11 @@ import os
 
 from mlflow_stack.asgi import ASGIApp, Message, Receive, Scope, Send
 from mlflow_stack.credentials import CredentialGuard
+from mlflow_stack.gc import ENDPOINT as GC_ENDPOINT
+from mlflow_stack.gc.endpoint import GarbageCollectionEndpoint, server_collector
 from mlflow_stack.health import HealthCheck, backend_store_probe
 from mlflow_stack.hosts import HostCheck, HostPolicy
+from mlflow_stack.metrics import RequestMetrics, RouteLabels, install_endpoint
 from mlflow_stack.settings import Settings
 from mlflow_stack.validation import RequestValidator, mlflow_routes
 
@@ -81,11 +88,13 @@ class ProxiedArtifactsOnly:
 
 def create_app() -> ASGIApp:
     """The factory uvicorn calls in each worker (``--app-name mlflow-stack``)."""
+    from mlflow.server import app as flask_app
     from mlflow.server.auth import create_app as create_basic_auth_app
     from mlflow.server.auth import is_unprotected_route
 
     settings = Settings.from_env(os.environ)
     app = create_basic_auth_app()
+    install_endpoint(flask_app)
     mlflow_routes()  # build the route table now, not on the first request
     # MLflow's imports leave ~500 MB of long-lived objects in each worker; every full
     # collection used to walk them all, which showed as p95 spikes on large responses
@@ -94,6 +103,7 @@ def create_app() -> ASGIApp:
     gc.freeze()
     if not settings.presigned_urls:
         app = ProxiedArtifactsOnly(app)
+    app = GarbageCollectionEndpoint(app, lambda: server_collector(settings))  # admins only
     app = CredentialGuard(
         app,
         protected=lambda path: not is_unprotected_route(path),
@@ -101,4 +111,5 @@ def create_app() -> ASGIApp:
     )
     app = RequestValidator(app)
     app = HealthCheck(app, backend_store_probe(settings))
-    return HostCheck(app, HostPolicy(settings.allowed_hosts))
+    app = HostCheck(app, HostPolicy(settings.allowed_hosts))
+    return RequestMetrics(app, RouteLabels(flask_app.url_map, own_paths=[GC_ENDPOINT]))

@@ -115,6 +115,10 @@ def server_environment(
         MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS="true" if settings.presigned_urls else "false",
         PYTHONUNBUFFERED="1",
     )
+    # No usage telemetry from the server, nor from the UI it serves (its ui-telemetry config
+    # then says disabled). An operator may opt in by setting both to false.
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    env.setdefault("DO_NOT_TRACK", "true")
     return env
 
 
@@ -147,6 +151,13 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> NoReturn:
     # Before anything imports mlflow.server.auth: it reads its configuration at import time.
     os.environ.clear()
     os.environ.update(server_environment(settings, auth_config, environ))
+    from mlflow_stack.metrics import MULTIPROC_DIR_VARIABLE
+
+    # Every worker's request counts, summed by whichever worker answers a scrape; removed
+    # with config_dir, so a restart starts the counters from zero (Prometheus expects that).
+    metrics_dir = config_dir / "metrics"
+    metrics_dir.mkdir()
+    os.environ[MULTIPROC_DIR_VARIABLE] = str(metrics_dir)
     prepare(settings)
     log.info(
         "starting MLflow on %s:%s with %s workers (artifacts: %s)",

@@ -68,8 +68,10 @@ def test_create_app_freezes_the_startup_heap_and_wraps_mlflow_in_the_stacks_laye
 
     from mlflow_stack import app as stack_app
     from mlflow_stack.credentials import CredentialGuard
+    from mlflow_stack.gc.endpoint import GarbageCollectionEndpoint
     from mlflow_stack.health import HealthCheck
     from mlflow_stack.hosts import HostCheck
+    from mlflow_stack.metrics import RequestMetrics
     from mlflow_stack.validation import RequestValidator
     from tests.conftest import WITH_S3
 
@@ -87,5 +89,12 @@ def test_create_app_freezes_the_startup_heap_and_wraps_mlflow_in_the_stacks_laye
     while hasattr(app, "app"):
         layers.append(type(app))
         app = app.app
-    assert layers == [HostCheck, HealthCheck, RequestValidator, CredentialGuard]
+    assert layers == [
+        RequestMetrics,
+        HostCheck,
+        HealthCheck,
+        RequestValidator,
+        CredentialGuard,
+        GarbageCollectionEndpoint,
+    ]
     assert app is mlflow_like_app  # presigned URLs allowed: server-info left alone
