@@ -33,8 +33,23 @@ CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 CHECK_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
 
 
+#: MLflow's client defaults that fill a script's output with what looks like trouble: a
+#: "View run ... at: <url>" pair per run (44 lines for a 20-trial sweep) and a progress bar per
+#: artifact download. The scripts print their run ids, and the UI is one click away. Exported
+#: values win: ``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=false`` brings the links back.
+QUIET_CLIENT = {
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
 def quiet_known_warnings() -> None:
-    """Silence MLflow warnings that say nothing about the user's code."""
+    """Quiet MLflow's client: no run links or progress bars, no INFO chatter ("Waiting up to
+    300 seconds for model version to finish creation"), and no warnings that say nothing
+    about the user's code."""
+    for name, value in QUIET_CLIENT.items():
+        os.environ.setdefault(name, value)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     # MLflow 3.17 registers its local-file dataset source twice, so every local path is
     # "ambiguous" between two identical sources.
     warnings.filterwarnings(
@@ -112,7 +127,9 @@ def describe_failure(error: MlflowException, uri: str) -> str:
 
 def connect() -> MlflowClient:
     """A client for the server named by ``MLFLOW_TRACKING_URI``, checked with one cheap
-    authenticated call, so that a wrong address or password fails at once and clearly."""
+    authenticated call, so that a wrong address or password fails at once and clearly. Quiets
+    MLflow's client first (see quiet_known_warnings)."""
+    quiet_known_warnings()
     uri = os.environ.get(URI_VARIABLE, "").strip()
     if not uri:
         raise ExampleError(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -92,6 +95,7 @@ def cli(ctx: click.Context, env_file: Path, debug: bool) -> None:
     Native stack (no Docker, no root):   mlflow-stack up | status | logs | down
     Server entrypoint (image, EC2):      mlflow-stack serve
     Settings (.env, one contract):       mlflow-stack config check | example | init
+    Backup (native, compose, EC2):       mlflow-stack backup DEST | restore SRC
     """
     ctx.obj = Context(env_file=env_file, debug=debug)
     logging.basicConfig(
@@ -165,7 +169,7 @@ def up(
     fresh random secrets first. Running it again starts only what is not running (and repairs
     a service whose supervisor died).
     """
-    from mlflow_stack.envfile import create_env_file
+    from mlflow_stack.envfile import create_env_file, setting_overrides
     from mlflow_stack.native.logfile import parse_size
     from mlflow_stack.native.stack import NativeStack
 
@@ -174,8 +178,12 @@ def up(
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--log-max-size") from None
 
-    if create_env_file(obj.env_file):
-        click.echo(f"Wrote {obj.env_file} with fresh random secrets (mode 0600).", err=True)
+    given = setting_overrides(os.environ)
+    if create_env_file(obj.env_file, given):
+        kept = f"; it keeps {', '.join(sorted(given))} from the environment" if given else ""
+        click.echo(f"Wrote {obj.env_file} with fresh random secrets (mode 0600){kept}.", err=True)
+    else:
+        _warn_overridden(obj.env_file, given)
     began = time.monotonic()
     environ = obj.environment()
     settings = obj.settings(environ)
@@ -192,16 +200,68 @@ def up(
         click.echo(f"mlflow-stack is up in {time.monotonic() - began:.1f} s.", err=True)
     else:
         click.echo("mlflow-stack is already running.", err=True)
-    user = settings.admin_username
+    user, env_file, run = settings.admin_username, obj.env_file, _command_prefix()
+    password = f"$(sed -n 's/^MLFLOW_AUTH_ADMIN_PASSWORD=//p' {env_file})"
     click.echo(
         f"""
-Tracking URI:  {settings.tracking_uri}   (UI: open it in a browser, log in as {user!r})
+Tracking URI:  {settings.tracking_uri}
+Browser:       open it and log in as {user!r} with MLFLOW_AUTH_ADMIN_PASSWORD from {env_file}
 Connect a client:
   export MLFLOW_TRACKING_URI={settings.tracking_uri}
   export MLFLOW_TRACKING_USERNAME={user}
-  export MLFLOW_TRACKING_PASSWORD="$(sed -n 's/^MLFLOW_AUTH_ADMIN_PASSWORD=//p' {obj.env_file})"
-Data: {data_dir}/   Status: mlflow-stack status   Stop: mlflow-stack down"""
+  export MLFLOW_TRACKING_PASSWORD="{password}"
+Data: {data_dir}/   Status: {run} status   Logs: {run} logs   Stop: {run} down"""
     )
+
+
+def _command_prefix() -> str:
+    """How the user runs the other commands: `make` when make started us, else this program as
+    invoked (its full path when `mlflow-stack` on PATH is not this one)."""
+    if os.environ.get("MAKELEVEL"):
+        return "make"
+    invoked = Path(sys.argv[0])
+    on_path = shutil.which("mlflow-stack")
+    if on_path and invoked.name == "mlflow-stack" and Path(on_path).resolve() == invoked.resolve():
+        return "mlflow-stack"
+    return str(invoked) if invoked.name == "mlflow-stack" else "mlflow-stack"
+
+
+#: Where the services listen: `status`, `logs` and clients find them through the file, so an
+#: address that differs from it would start a stack that `status` then calls unhealthy.
+ADDRESS_SETTINGS = frozenset(
+    {"MLFLOW_STACK_HOST", "MLFLOW_STACK_PORT", "POSTGRES_PORT", "MLFLOW_STACK_S3_ENDPOINT_URL"}
+)
+
+
+def _warn_overridden(env_file: Path, given: dict[str, str]) -> None:
+    """Settings from the environment that differ from the existing file hold for this command
+    only; `status`, `down` and `logs` read the file. An address that differs is refused."""
+    from mlflow_stack.envfile import read_env_file
+
+    saved = read_env_file(env_file)
+    for name, value in sorted(given.items()):
+        if name in ADDRESS_SETTINGS and saved.get(name, value) != value:
+            raise StackError(
+                f"{name}={value} differs from {name}={saved[name]} in {env_file}: set it there "
+                "(status, logs and clients read the file), then run up again"
+            )
+        if saved.get(name, value) != value and not _is_secret(name):
+            log.warning(
+                "warning: %s=%s from the environment overrides %s=%s in %s for this command "
+                "only: set it in %s to keep it",
+                name,
+                value,
+                name,
+                saved[name],
+                env_file,
+                env_file,
+            )
+
+
+def _is_secret(name: str) -> bool:
+    from mlflow_stack.settings import SETTINGS
+
+    return any(s.name == name and s.secret for s in SETTINGS)
 
 
 @cli.command()
@@ -328,14 +388,182 @@ def config_example() -> None:
 
 
 @config.command("init")
+@click.option(
+    "--set",
+    "assignments",
+    metavar="NAME=VALUE",
+    multiple=True,
+    help="A setting to write instead of its default or generated value (repeatable), e.g. "
+    "--set MLFLOW_STACK_PORT=5050. Checked like every setting before anything is written.",
+)
 @click.pass_obj
-def config_init(obj: Context) -> None:
-    """Write the settings file with fresh random secrets (never overwrites one)."""
-    from mlflow_stack.envfile import create_env_file
+def config_init(obj: Context, assignments: tuple[str, ...]) -> None:
+    """Write the settings file with fresh random secrets (never overwrites one).
 
-    if not create_env_file(obj.env_file):
+    Choose ports and the like here, before the first `mlflow-stack up`:
+
+    \b
+      mlflow-stack config init --set MLFLOW_STACK_PORT=5050 --set POSTGRES_PORT=5433
+    """
+    from mlflow_stack.envfile import create_env_file, parse_assignments
+
+    if obj.env_file.exists():
+        raise StackError(f"{obj.env_file} exists already; not overwriting it")
+    given = parse_assignments(assignments)
+    if not create_env_file(obj.env_file, given):
         raise StackError(f"{obj.env_file} exists already; not overwriting it")
     click.echo(f"Wrote {obj.env_file} with fresh random secrets (mode 0600).", err=True)
+
+
+JOBS_OPTION = click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=8,
+    show_default=True,
+    help="Objects transferred in parallel.",
+)
+
+
+@cli.command()
+@click.argument("dest", type=click.Path(path_type=Path))
+@JOBS_OPTION
+@click.pass_obj
+def backup(obj: Context, dest: Path, jobs: int) -> None:
+    """Back up both databases and every artifact object into DEST, a new directory.
+
+    Reads the same settings as `serve`, so it runs natively, inside the compose network
+    (`docker compose run --rm -v "$PWD/backups:/backups" mlflow backup /backups/NAME`) and on
+    EC2. The server may keep running: the databases are dumped first (pg_dump), then every
+    object the dumped runs can reference is copied. DEST gets manifest.json (sizes and sha256),
+    tracking.dump, auth.dump and objects/<key>; it is written as DEST.partial and renamed
+    when complete.
+    """
+    from mlflow_stack.backup import backup as run
+
+    began = time.monotonic()
+    manifest = run(obj.settings(), dest, jobs=jobs)
+    click.echo(
+        f"backed up to {dest}: 2 databases and {len(manifest.objects):,} objects "
+        f"({manifest.object_bytes:,} bytes) in {time.monotonic() - began:.1f} s",
+        err=True,
+    )
+
+
+@cli.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@JOBS_OPTION
+@click.pass_obj
+def restore(obj: Context, src: Path, jobs: int) -> None:
+    """Restore a backup made by `mlflow-stack backup` into an empty stack.
+
+    Verifies every file of SRC against its manifest first. The target must be new (no runs,
+    no experiment but Default, no user but the admin, an empty bucket) and its server stopped
+    (`mlflow-stack down mlflow`, `docker compose stop mlflow`); PostgreSQL and S3 must run.
+    Users and passwords come from the backup, the admin's too.
+    """
+    from mlflow_stack.backup import restore as run
+
+    began = time.monotonic()
+    manifest = run(obj.settings(), src, jobs=jobs)
+    click.echo(
+        f"restored {src} (made {manifest.created}): 2 databases and "
+        f"{len(manifest.objects):,} objects ({manifest.object_bytes:,} bytes) in "
+        f"{time.monotonic() - began:.1f} s\n"
+        "Users and passwords are the backed-up stack's, the admin's too: set "
+        "MLFLOW_AUTH_ADMIN_PASSWORD in the settings to the backed-up admin's password (the "
+        "native `up` logs in with it to check the server), then start the server (native: "
+        "`mlflow-stack up`; compose: `docker compose start mlflow`).",
+        err=True,
+    )
+
+
+@cli.command("gc")
+@click.option(
+    "--older-than",
+    "older_than",
+    type=click.FloatRange(0, 36500),
+    metavar="DAYS",
+    help="Delete runs and experiments deleted more than DAYS days ago "
+    "[default: MLFLOW_STACK_GC_RETENTION_DAYS].",
+)
+@click.option("--dry-run", is_flag=True, help="Only report what would be deleted.")
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    help="The server [default: MLFLOW_TRACKING_URI, else the one on MLFLOW_STACK_PORT here].",
+)
+@click.option(
+    "--every",
+    metavar="INTERVAL",
+    help="Keep running: collect now, then every INTERVAL (e.g. 24h); errors do not stop it.",
+)
+@click.option(
+    "--health-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --every: a file that exists while the last collection succeeded.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON for scripts.")
+@click.pass_obj
+def gc_command(
+    obj: Context,
+    *,
+    older_than: float | None,
+    dry_run: bool,
+    tracking_uri: str | None,
+    every: str | None,
+    health_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Permanently delete runs and experiments deleted more than DAYS ago, and their artifacts.
+
+    The server does the work (it holds the database and bucket credentials): this command
+    needs only an admin login, MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (on the
+    server's host, the admin account of .env). Runs and experiments in the `deleted` stage
+    (deleted in the UI, `mlflow runs delete`, `MlflowClient.delete_run`) are restorable until
+    then; afterwards their metadata and every artifact object are gone for good.
+
+    \b
+    Examples:
+      mlflow-stack gc --older-than 30 --dry-run
+      mlflow-stack gc --older-than 30
+      mlflow-stack gc --every 24h          # as the compose gc service runs it
+    """
+    from mlflow_stack.gc.client import Server, collect, parse_interval, run_forever
+    from mlflow_stack.settings import SETTINGS
+
+    environ = obj.environment()
+    if older_than is None:
+        retention = next(s for s in SETTINGS if s.name == "MLFLOW_STACK_GC_RETENTION_DAYS")
+        try:
+            older_than = retention.parse(environ.get(retention.name) or retention.default or "")
+        except ValueError as error:
+            raise ConfigError([f"{retention.name} {error}"]) from None
+    try:
+        interval = parse_interval(every) if every else None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--every") from None
+    server = Server.from_environment(environ, tracking_uri)
+
+    def once() -> None:
+        summary = collect(server, older_than, dry_run=dry_run)
+        if as_json:
+            click.echo(json.dumps(summary.as_dict(), indent=2))
+        else:
+            click.echo(summary.describe() + ".")
+            for line in summary.skipped:
+                click.echo(f"  left alone: {line}")
+            for line in summary.failed:
+                click.echo(f"  failed: {line}", err=True)
+        if summary.failed:
+            raise StackError(f"{len(summary.failed)} could not be deleted; the next gc retries")
+
+    if interval is None:
+        once()
+    else:
+        # As a container's PID 1 the process has no default action for SIGTERM: without this,
+        # `docker compose down` waits its whole timeout and then kills it.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        run_forever(once, interval, health_file)
 
 
 def main() -> None:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from dotenv import dotenv_values
 
-from mlflow_stack.errors import StackError
-from mlflow_stack.settings import new_env_values, render_env_file
+from mlflow_stack.errors import ConfigError, StackError
+from mlflow_stack.settings import (
+    _UNSAFE_IN_ENV,
+    SETTING_NAMES,
+    Settings,
+    new_env_values,
+    render_env_file,
+    unknown_names,
+)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -31,11 +38,53 @@ def merged_environment(
     return merged
 
 
-def create_env_file(path: Path) -> bool:
+def setting_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings given in ``environ`` (non-empty values only): what a new env file keeps."""
+    return {name: value for name, value in environ.items() if name in SETTING_NAMES and value}
+
+
+def parse_assignments(assignments: Iterable[str]) -> dict[str, str]:
+    """``NAME=VALUE`` strings as a dict; ConfigError naming each malformed one or unknown name."""
+    values: dict[str, str] = {}
+    problems: list[str] = []
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name:
+            problems.append(f"{assignment!r} is not NAME=VALUE")
+        elif name not in SETTING_NAMES:
+            hint = unknown_names([name])
+            problems.append(hint[0] if hint else f"{name} is not a setting of mlflow-stack")
+        else:
+            values[name] = value
+    if problems:
+        raise ConfigError(problems)
+    return values
+
+
+def new_file_values(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Fresh random secrets overlaid by ``overrides``, checked as a whole (ConfigError)."""
+    values = {**new_env_values(), **(overrides or {})}
+    problems = [
+        f"{name}: the value must not contain whitespace, quotes, $, #, ` or \\"
+        for name, value in values.items()
+        if _UNSAFE_IN_ENV.search(value)
+    ]
+    if problems:
+        raise ConfigError(problems)
+    Settings.from_env(values)
+    return values
+
+
+def create_env_file(path: Path, overrides: Mapping[str, str] | None = None) -> bool:
     """Write a new env file with fresh random secrets, readable only by its owner.
 
-    Returns False (and leaves the file alone) when it already exists.
+    ``overrides`` (setting name -> value) replace the defaults and generated values; the file
+    is written only when the result is a valid configuration. Returns False (and leaves the
+    file alone) when it already exists.
     """
+    if path.exists():
+        return False
+    values = new_file_values(overrides)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -43,5 +92,5 @@ def create_env_file(path: Path) -> bool:
     except OSError as error:
         raise StackError(f"cannot create {path}: {error.strerror}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(render_env_file(new_env_values()))
+        handle.write(render_env_file(values))
     return True

@@ -155,18 +155,18 @@ class Jobs:
 
 
 def client_env(stack: LiveStack) -> dict[str, str]:
-    """What a team member exports, and no more: no storage credentials (plus quiet clients)."""
+    """What a team member exports, and no more: no storage credentials, and nothing that quiets
+    the scripts (test_output.py checks that they are quiet by themselves)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
     env.update(
         MLFLOW_TRACKING_URI=stack.tracking_uri,
         MLFLOW_TRACKING_USERNAME=stack.admin[0],
         MLFLOW_TRACKING_PASSWORD=stack.admin[1],
-        # No phoning home from the test machine, no progress bars in the captured output, and
-        # no "View run" links (each costs a request; the scripts print their run ids anyway).
-        MLFLOW_DISABLE_TELEMETRY="true",
-        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
-        MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true",
+        MLFLOW_DISABLE_TELEMETRY="true",  # no phoning home from the test machine
     )
+    # Python's default warning filters, as in a terminal: pytest's own would not reach the
+    # subprocesses anyway, but a PYTHONWARNINGS inherited from a CI job would hide them.
+    env.pop("PYTHONWARNINGS", None)
     return env
 
 

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 
-from mlflow_stack.native.service import Layout, Service
+from mlflow_stack.native.service import CHECK_TIMEOUT, Layout, Service
 from mlflow_stack.settings import Settings
 from mlflow_stack.waiting import NotReady
 
@@ -23,6 +23,9 @@ def http_status(url: str, *, auth: tuple[str, str] | None = None, timeout: float
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+QUIET_WARNINGS = "ignore:starlette.middleware.wsgi is deprecated:UserWarning"
 
 
 class MlflowService(Service):
@@ -44,21 +47,28 @@ class MlflowService(Service):
         return self.settings.tracking_uri
 
     def environment(self) -> dict[str, str]:
-        return self.environ
+        env = dict(self.environ)
+        # Starlette deprecates the WSGI bridge that MLflow's FastAPI app imports; the warning
+        # (a UserWarning subclass, so always shown) is MLflow's to act on, not the operator's,
+        # and each worker printed it into the log again.
+        inherited = env.get("PYTHONWARNINGS")
+        env["PYTHONWARNINGS"] = ",".join(filter(None, [inherited, QUIET_WARNINGS]))
+        return env
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "mlflow_stack", "serve"]
 
-    def check(self) -> None:
+    def check(self, timeout: float = CHECK_TIMEOUT) -> None:
         base = self.settings.tracking_uri
         try:
-            health = http_status(f"{base}/health")
+            health = http_status(f"{base}/health", timeout=timeout)
             if health != 200:
                 raise NotReady(f"/health answered HTTP {health}")
             # /health skips the Host check and auth: prove a logged-in API call works too.
             api = http_status(
                 f"{base}/api/2.0/mlflow/experiments/search?max_results=1",
                 auth=(self.settings.admin_username, self.settings.admin_password),
+                timeout=timeout,
             )
         except (OSError, urllib.error.URLError) as error:
             reason = getattr(error, "reason", error)

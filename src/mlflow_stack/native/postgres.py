@@ -26,7 +26,7 @@ from mlflow_stack.native.reach import (
     shared_home,
     stage_install,
 )
-from mlflow_stack.native.service import Layout, Service
+from mlflow_stack.native.service import CHECK_TIMEOUT, Layout, Service
 from mlflow_stack.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -171,8 +171,8 @@ class PostgresService(Service):
             "-c", "unix_socket_directories=",
         ]  # fmt: skip
 
-    def check(self) -> None:
-        connect(self.settings, "postgres", timeout=3).close()
+    def check(self, timeout: float = CHECK_TIMEOUT) -> None:
+        connect(self.settings, "postgres", timeout=max(1, round(timeout))).close()
 
     def prepare(self) -> None:
         if self._user:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from mlflow_stack.errors import StackError
 from mlflow_stack.native.processes import free_port, port_in_use
-from mlflow_stack.native.service import Service, base_environment
+from mlflow_stack.native.service import CHECK_TIMEOUT, Service, base_environment
 from mlflow_stack.native.tls import ensure_internal_tls
 from mlflow_stack.storage import s3_client
 from mlflow_stack.waiting import NotReady
@@ -57,9 +57,9 @@ class _S3Service(Service):
     def endpoint(self) -> str:
         return self.settings.s3_endpoint_url
 
-    def check(self) -> None:
+    def check(self, timeout: float = CHECK_TIMEOUT) -> None:
         try:
-            s3_client(self.settings, timeout=2).list_buckets()
+            s3_client(self.settings, timeout=timeout).list_buckets()
         except Exception as error:  # noqa: BLE001 - any failure while starting means "not yet"
             raise NotReady(str(error)) from None
 

@@ -11,6 +11,12 @@ from typing import ClassVar
 
 from mlflow_stack.settings import Settings
 
+#: Seconds a health check waits for each answer while a service starts (it is retried).
+CHECK_TIMEOUT = 3.0
+#: ... and for `status`, which asks once: a server busy serving clients answers slowly, and
+#: slow is not unhealthy. A service that is down refuses at once, whatever the timeout.
+STATUS_TIMEOUT = 15.0
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -91,8 +97,9 @@ class Service(ABC):
     def command(self) -> list[str]: ...
 
     @abstractmethod
-    def check(self) -> None:
-        """Return when the service answers as it should; raise NotReady otherwise."""
+    def check(self, timeout: float = CHECK_TIMEOUT) -> None:
+        """Return when the service answers as it should within ``timeout`` seconds per request;
+        raise NotReady otherwise."""
 
     @abstractmethod
     def endpoint(self) -> str: ...

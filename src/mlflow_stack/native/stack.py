@@ -29,7 +29,7 @@ from mlflow_stack.native.mlflow import MlflowService
 from mlflow_stack.native.postgres import PostgresService
 from mlflow_stack.native.processes import ProcessRecord, port_in_use, record_of, spawn, stop, tail
 from mlflow_stack.native.s3 import SeaweedFSService, s3_service_class
-from mlflow_stack.native.service import Layout, Service
+from mlflow_stack.native.service import STATUS_TIMEOUT, Layout, Service
 from mlflow_stack.settings import Settings
 from mlflow_stack.waiting import NotReady, wait_for
 
@@ -251,7 +251,7 @@ class NativeStack:
         problem = supervision.problem(record, state_path)  # first: orphans may pass check()
         if problem is None:
             try:
-                service.check()
+                service.check(timeout=STATUS_TIMEOUT)
             except (NotReady, StackError) as reason:
                 problem = str(reason)
         if problem is None:
