@@ -247,7 +247,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:
         return
     if not PROVISIONING and any(_within(item, COMPOSE_TESTS) for item in session.items):
-        PROVISIONING.append(Provisioning(Engine()))
+        from tests.compose.conftest import start_stack
+
+        PROVISIONING.append(Provisioning(Engine(), then=start_stack))
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:

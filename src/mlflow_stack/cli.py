@@ -95,7 +95,7 @@ def cli(ctx: click.Context, env_file: Path, debug: bool) -> None:
     Native stack (no Docker, no root):   mlflow-stack up | status | logs | down
     Server entrypoint (image, EC2):      mlflow-stack serve
     Settings (.env, one contract):       mlflow-stack config check | example | init
-    Backup (native, compose, EC2):       mlflow-stack backup DEST | restore SRC
+    Operations (native, compose, EC2):   mlflow-stack backup DEST | restore SRC | gc
     """
     ctx.obj = Context(env_file=env_file, debug=debug)
     logging.basicConfig(

@@ -94,15 +94,24 @@ def compose_engine() -> Engine:
     return PROVISIONING[0].wait()
 
 
-@pytest.fixture(scope="session")
-def compose_stack(compose_engine: Engine) -> Iterator[ComposeStack]:
+def start_stack(engine: Engine) -> ComposeStack:
+    """The repository's compose file up, with a fresh .env and the MLflow port on a free
+    loopback port (run by the background provisioning, see tests/conftest.py)."""
     directory = Path(tempfile.mkdtemp(prefix="mlflow-stack-compose-"))
     port = free_port()
     env_file = directory / ".env"
     new_env_file(env_file, MLFLOW_STACK_PORT=str(port))
-    stack = ComposeStack(compose_engine, env_file, port)
+    stack = ComposeStack(engine, env_file, port)
     stack.compose("down", "--volumes", "--remove-orphans", check=False)  # an aborted run's
     stack.up()
+    return stack
+
+
+@pytest.fixture(scope="session")
+def compose_stack(compose_engine: Engine) -> Iterator[ComposeStack]:
+    from tests.conftest import PROVISIONING
+
+    stack = PROVISIONING[0].result or start_stack(compose_engine)
     try:
         yield stack
     finally:

@@ -33,9 +33,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 STANDINS = Path(__file__).resolve().parent / "standins"
@@ -356,10 +357,14 @@ def tail(path: Path, lines: int = 5) -> str:
 
 
 class Provisioning:
-    """Engine.provide() in a background thread, started early; wait() re-raises its failure."""
+    """Engine.provide() in a background thread, started early, then ``then(engine)`` (the
+    compose tests' stack: its `up --wait` overlaps other tests too); wait() re-raises a
+    failure of either, and ``result`` holds what ``then`` returned."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, then: Callable[[Engine], Any] | None = None) -> None:
         self.engine = engine
+        self.then = then
+        self.result: Any = None
         self.error: BaseException | None = None
         self.began = time.monotonic()
         self.finished: float | None = None
@@ -369,10 +374,15 @@ class Provisioning:
     def _run(self) -> None:
         try:
             self.engine.provide()
+            self.finished = time.monotonic()
+            if self.then is not None:
+                began = time.monotonic()
+                self.result = self.then(self.engine)
+                self.engine._timed("docker compose up --wait (the tests' stack)", began)
         except BaseException as error:  # noqa: BLE001 - handed to the test that waits
             self.error = error
         finally:
-            self.finished = time.monotonic()
+            self.finished = self.finished or time.monotonic()
 
     def wait(self, timeout: float = 1800) -> Engine:
         self._thread.join(timeout)
