@@ -27,7 +27,15 @@ def s3_environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def s3_client(settings: Settings, *, timeout: float = 5) -> S3Client:
+def s3_client(
+    settings: Settings,
+    *,
+    timeout: float = 5,
+    read_timeout: float | None = None,
+    attempts: int = 1,
+    connections: int = 10,
+) -> S3Client:
+    """A boto3 S3 client for the stack's bucket; ``read_timeout`` defaults to ``timeout``."""
     import boto3
     from botocore.config import Config
 
@@ -41,8 +49,9 @@ def s3_client(settings: Settings, *, timeout: float = 5) -> S3Client:
             signature_version="s3v4",
             s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
             connect_timeout=timeout,
-            read_timeout=timeout,
-            retries={"max_attempts": 1},
+            read_timeout=timeout if read_timeout is None else read_timeout,
+            retries={"max_attempts": attempts, "mode": "standard"},
+            max_pool_connections=connections,
         ),
     )
 

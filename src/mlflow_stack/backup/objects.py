@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from mlflow_stack.backup.manifest import StoredObject, object_file
 from mlflow_stack.errors import StackError
 from mlflow_stack.settings import Settings
+from mlflow_stack.storage import s3_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -22,26 +23,9 @@ _CHUNK = 1 << 20
 
 
 def client(settings: Settings) -> S3Client:
-    """Like storage.s3_client, with retries and a patient read timeout: a backup of thousands
-    of objects should not fail on one dropped connection."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url or None,
-        aws_access_key_id=settings.s3_access_key or None,
-        aws_secret_access_key=settings.s3_secret_key or None,
-        region_name=settings.s3_region,
-        config=Config(
-            signature_version="s3v4",
-            s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
-            connect_timeout=10,
-            read_timeout=120,
-            retries={"max_attempts": 5, "mode": "standard"},
-            max_pool_connections=32,
-        ),
-    )
+    """Retries and a patient read timeout: a backup of thousands of objects should not fail
+    on one dropped connection."""
+    return s3_client(settings, timeout=10, read_timeout=120, attempts=5, connections=32)
 
 
 def listing(s3: S3Client, bucket: str) -> Iterator[tuple[str, int]]:
