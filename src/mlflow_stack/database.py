@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from mlflow_stack.errors import StackError
@@ -15,7 +17,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# pg_advisory_lock key held while migrating, so that servers starting together take turns.
+# pg_advisory_lock key held while creating and migrating the databases, so that servers starting
+# together take turns.
 _MIGRATION_LOCK_KEY = 0x6D6C666C6F77  # "mlflow"
 
 # Session defaults for the tracking database, set with ALTER DATABASE unless the operator has
@@ -112,6 +115,22 @@ def wait_for_postgres(settings: Settings) -> Connection:
     )
 
 
+@contextmanager
+def one_server_at_a_time(conn: Connection) -> Iterator[None]:
+    """Hold the stack's advisory lock on ``conn`` (autocommit, on the maintenance database)
+    for the duration: servers starting together create the databases, set their defaults,
+    migrate and create the admin in turn. Two concurrent CREATE DATABASE of one name fail with
+    UniqueViolation, as do two ALTER DATABASE ... SET of one setting."""
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_KEY,))
+
+
 def ensure_databases(conn: Connection, settings: Settings) -> list[str]:
     """Create POSTGRES_DB and MLFLOW_STACK_AUTH_DB if missing; return the ones created."""
     from psycopg2 import errors, sql
@@ -175,9 +194,10 @@ def apply_database_defaults(conn: Connection, settings: Settings) -> dict[str, s
     return applied
 
 
-def migrate(settings: Settings) -> list[str]:
+def migrate(settings: Settings, then: Callable[[], None] | None = None) -> list[str]:
     """Bring both schemas to the installed MLflow's head, one server at a time; return the
-    names of the copies taken first (none unless a schema was behind).
+    names of the copies taken first (none unless a schema was behind). ``then`` runs while the
+    lock is still held (the admin's creation, which MLflow does not guard against a twin).
 
     The tracking database gets what `mlflow db upgrade` does; the auth database what
     `python -m mlflow.server.auth db upgrade` does. Both are no-ops when up to date. A database
@@ -187,27 +207,34 @@ def migrate(settings: Settings) -> list[str]:
     guards: PostgreSQL copies a database only while no other session is connected to it.
     Advisory locks are per database, so servers sharing POSTGRES_DB still take turns.
     """
-    from mlflow_stack.upgrade import copy_before_upgrade
-
     lock = wait_for_postgres(settings)  # "postgres", or POSTGRES_DB where there is none
     try:
         with lock.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
-        if lock.info.dbname in (settings.postgres_db, settings.auth_db):
-            copies = _copy_without_maintenance_database(settings)
-        else:
-            copies = copy_before_upgrade(settings, lock, lambda name: connect(settings, name))
-        try:
-            _migrate_schemas(settings)
-        except StackError as error:
-            if not copies:
-                raise
-            raise StackError(
-                f"{error}; the databases as they were before are in {', '.join(copies)}"
-            ) from None
+        copies = _migrate_with_copies(settings, lock)
+        if then is not None:
+            then()
         return copies
     finally:
         lock.close()  # and with it the advisory lock
+
+
+def _migrate_with_copies(settings: Settings, lock: Connection) -> list[str]:
+    from mlflow_stack.upgrade import copy_before_upgrade
+
+    if lock.info.dbname in (settings.postgres_db, settings.auth_db):
+        copies = _copy_without_maintenance_database(settings)
+    else:
+        copies = copy_before_upgrade(settings, lock, lambda name: connect(settings, name))
+    try:
+        _migrate_schemas(settings)
+    except StackError as error:
+        if not copies:
+            raise
+        raise StackError(
+            f"{error}; the databases as they were before are in {', '.join(copies)}"
+        ) from None
+    return copies
 
 
 def _copy_without_maintenance_database(settings: Settings) -> list[str]:

@@ -28,6 +28,7 @@ from mlflow_stack.database import (
     ensure_databases,
     libpq_environment,
     migrate,
+    one_server_at_a_time,
     wait_for_postgres,
 )
 from mlflow_stack.settings import Settings
@@ -126,13 +127,14 @@ def prepare(settings: Settings) -> None:
     """Everything the server needs before it starts; safe to repeat."""
     conn = wait_for_postgres(settings)
     try:
-        ensure_databases(conn, settings)
-        apply_database_defaults(conn, settings)
+        # Several servers may start together on one database (the AWS Auto Scaling group).
+        with one_server_at_a_time(conn):
+            ensure_databases(conn, settings)
+            apply_database_defaults(conn, settings)
     finally:
         conn.close()
     ensure_bucket(settings)
-    migrate(settings)
-    bootstrap_admin()
+    migrate(settings, then=bootstrap_admin)
 
 
 def bootstrap_admin() -> None:
