@@ -1,0 +1,488 @@
+"""The emulator extensions of tests/terraform/moto_launcher.py, against a launcher on loopback:
+instance refreshes (boto3), the Auto Scaling fixes they rely on, the RDS default CA, and a small
+Terraform apply that rolls an Auto Scaling group through a refresh (the AWS provider's own
+calls)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.terraform.conftest import (
+    _SCRUBBED_PREFIXES,
+    REPO,
+    MotoServer,
+    Terraform,
+    TerraformFactory,
+    _free_port,
+    fake_aws_environment,
+    stop_moto,
+)
+from tests.terraform.emulator import moto_override
+from tests.terraform.moto_launcher import RDS_DEFAULT_CA, REFRESH_SECONDS_ENV
+
+#: How long a refresh reports InProgress on the boto3 tests' launcher.
+REFRESH_SECONDS = 2.0
+AMI = "ami-1e749f67"  # one of moto's images (Ubuntu)
+
+
+def start_launcher(directory: Path, **extra_env: str) -> MotoServer:
+    """``python -m tests.terraform.moto_launcher`` on a free loopback port, set up as
+    conftest.start_moto sets up moto_server."""
+    port = _free_port()
+    log = directory / "moto_launcher.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
+    env.update(fake_aws_environment(), MOTO_IAM_LOAD_MANAGED_POLICIES="true", **extra_env)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.terraform.moto_launcher", "-H", "127.0.0.1",
+             "-p", str(port)],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the launcher exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/moto-api/", timeout=2):  # noqa: S310 - loopback
+                return MotoServer(url, process, log)
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"the launcher did not answer on {url} within 60 s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    server = start_launcher(
+        tmp_path_factory.mktemp("launcher"), **{REFRESH_SECONDS_ENV: str(REFRESH_SECONDS)}
+    )
+    yield server
+    stop_moto(server)
+
+
+def error_code(error: pytest.ExceptionInfo[Any]) -> str:
+    return str(error.value.response["Error"]["Code"])
+
+
+class Stack:
+    """A VPC with one subnet, a launch template, a target group and a group of two attached."""
+
+    def __init__(self, server: MotoServer, name: str) -> None:
+        self.ec2: Any = server.client("ec2")
+        self.asg: Any = server.client("autoscaling")
+        self.elbv2: Any = server.client("elbv2")
+        self.name = name
+        vpc = self.ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnet = self.ec2.create_subnet(
+            VpcId=vpc, CidrBlock="10.0.1.0/24", AvailabilityZone="us-east-1a"
+        )["Subnet"]["SubnetId"]
+        self.template_id = self.ec2.create_launch_template(
+            LaunchTemplateName=name,
+            LaunchTemplateData={
+                "ImageId": AMI,
+                "InstanceType": "t3.small",
+                "UserData": user_data("v1"),
+                "MetadataOptions": {"HttpTokens": "required"},
+            },
+        )["LaunchTemplate"]["LaunchTemplateId"]
+        self.target_group = self.elbv2.create_target_group(
+            Name=name, Protocol="HTTP", Port=5000, VpcId=vpc, TargetType="instance"
+        )["TargetGroups"][0]["TargetGroupArn"]
+        self.asg.create_auto_scaling_group(
+            AutoScalingGroupName=name,
+            MinSize=2,
+            MaxSize=4,
+            DesiredCapacity=2,
+            VPCZoneIdentifier=subnet,
+            LaunchTemplate={"LaunchTemplateId": self.template_id, "Version": "1"},
+            TargetGroupARNs=[self.target_group],
+            HealthCheckType="ELB",
+        )
+
+    def new_version(self, message: str) -> str:
+        """A new launch template version (the way the AWS provider makes one: from a source
+        version, with new user data); the group is pointed at it by number."""
+        version = self.ec2.create_launch_template_version(
+            LaunchTemplateId=self.template_id,
+            SourceVersion="$Latest",
+            LaunchTemplateData={"UserData": user_data(message)},
+        )["LaunchTemplateVersion"]["VersionNumber"]
+        self.asg.update_auto_scaling_group(
+            AutoScalingGroupName=self.name,
+            LaunchTemplate={"LaunchTemplateId": self.template_id, "Version": str(version)},
+        )
+        return str(version)
+
+    def instances(self) -> dict[str, str]:
+        """The group's instances and the launch template version each was launched from."""
+        group = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[self.name])
+        return {
+            i["InstanceId"]: i["LaunchTemplate"]["Version"]
+            for i in group["AutoScalingGroups"][0]["Instances"]
+        }
+
+    def targets(self) -> set[str]:
+        health = self.elbv2.describe_target_health(TargetGroupArn=self.target_group)
+        return {t["Target"]["Id"] for t in health["TargetHealthDescriptions"]}
+
+    def refresh(self, refresh_id: str) -> dict[str, Any]:
+        refreshes = self.asg.describe_instance_refreshes(
+            AutoScalingGroupName=self.name, InstanceRefreshIds=[refresh_id]
+        )["InstanceRefreshes"]
+        assert len(refreshes) == 1
+        return dict(refreshes[0])
+
+    def finished(self, refresh_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 10 * REFRESH_SECONDS
+        while (refresh := self.refresh(refresh_id))["Status"] == "InProgress":
+            assert time.monotonic() < deadline, refresh
+            time.sleep(0.1)
+        return refresh
+
+    def user_data(self, instance_id: str) -> str:
+        attribute = self.ec2.describe_instance_attribute(
+            InstanceId=instance_id, Attribute="userData"
+        )
+        return base64.b64decode(attribute["UserData"]["Value"]).decode()
+
+    def state(self, instance_id: str) -> str:
+        reservations = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        return str(reservations[0]["Instances"][0]["State"]["Name"])
+
+
+def user_data(message: str) -> str:
+    return base64.b64encode(f"#!/bin/bash\necho {message}\n".encode()).decode()
+
+
+#: What the AWS provider sends for instance_refresh { strategy = "Rolling" preferences {...} }.
+PROVIDER_PREFERENCES = {
+    "MinHealthyPercentage": 100,
+    "MaxHealthyPercentage": 200,
+    "SkipMatching": True,
+    "InstanceWarmup": 300,
+    "AutoRollback": False,
+    "ScaleInProtectedInstances": "Ignore",
+    "StandbyInstances": "Ignore",
+}
+
+
+def test_a_refresh_replaces_the_instances_on_an_old_version(launcher: MotoServer) -> None:
+    stack = Stack(launcher, "refresh")
+    old = stack.instances()
+    assert len(old) == 2
+    assert set(old.values()) == {"1"}
+    assert stack.targets() == set(old)
+
+    version = stack.new_version("v2")
+    started = stack.asg.start_instance_refresh(
+        AutoScalingGroupName=stack.name, Strategy="Rolling", Preferences=PROVIDER_PREFERENCES
+    )["InstanceRefreshId"]
+    assert stack.refresh(started)["Status"] == "InProgress"
+    # One active refresh per group: the provider cancels it and starts again on this error.
+    with pytest.raises(stack.asg.exceptions.InstanceRefreshInProgressFault) as error:
+        stack.asg.start_instance_refresh(AutoScalingGroupName=stack.name)
+    assert error_code(error) == "InstanceRefreshInProgress"
+
+    refresh = stack.finished(started)
+    assert refresh["Status"] == "Successful"
+    assert refresh["PercentageComplete"] == 100
+    assert refresh["InstancesToUpdate"] == 0
+    assert refresh["StartTime"] <= refresh["EndTime"]
+    assert refresh["Strategy"] == "Rolling"
+    assert refresh["Preferences"] == PROVIDER_PREFERENCES
+
+    new = stack.instances()
+    assert len(new) == 2  # the desired capacity
+    assert not set(new) & set(old)
+    assert set(new.values()) == {version}
+    for instance_id in new:
+        assert stack.user_data(instance_id) == "#!/bin/bash\necho v2\n"
+        assert stack.state(instance_id) == "running"
+    for instance_id in old:
+        assert stack.state(instance_id) == "terminated"
+    assert stack.targets() == set(new)
+    described = stack.asg.describe_auto_scaling_instances(InstanceIds=list(new))
+    assert {i["LaunchTemplate"]["Version"] for i in described["AutoScalingInstances"]} == {version}
+
+    # Nothing is active any more: Cancel has nothing to cancel.
+    with pytest.raises(stack.asg.exceptions.ActiveInstanceRefreshNotFoundFault) as error:
+        stack.asg.cancel_instance_refresh(AutoScalingGroupName=stack.name)
+    assert error_code(error) == "ActiveInstanceRefreshNotFound"
+
+    # With SkipMatching, instances already on the group's version are kept.
+    again = stack.asg.start_instance_refresh(
+        AutoScalingGroupName=stack.name, Preferences={"SkipMatching": True}
+    )["InstanceRefreshId"]
+    assert stack.finished(again)["Status"] == "Successful"
+    assert stack.instances() == new
+    refreshes = stack.asg.describe_instance_refreshes(AutoScalingGroupName=stack.name)
+    assert [r["InstanceRefreshId"] for r in refreshes["InstanceRefreshes"]] == [again, started]
+
+
+def test_a_refresh_without_skip_matching_replaces_every_instance(launcher: MotoServer) -> None:
+    stack = Stack(launcher, "replace-all")
+    old = stack.instances()
+    refresh_id = stack.asg.start_instance_refresh(AutoScalingGroupName=stack.name)[
+        "InstanceRefreshId"
+    ]
+    refresh = stack.finished(refresh_id)
+    assert refresh["Preferences"]["SkipMatching"] is False  # the AWS default, echoed
+    new = stack.instances()
+    assert len(new) == 2
+    assert not set(new) & set(old)
+    assert set(new.values()) == {"1"}
+    assert stack.targets() == set(new)
+
+
+def test_cancel_stops_the_active_refresh(launcher: MotoServer) -> None:
+    stack = Stack(launcher, "cancel")
+    stack.new_version("v2")
+    started = stack.asg.start_instance_refresh(AutoScalingGroupName=stack.name)["InstanceRefreshId"]
+    cancelled = stack.asg.cancel_instance_refresh(AutoScalingGroupName=stack.name)
+    assert cancelled["InstanceRefreshId"] == started
+    refresh = stack.refresh(started)
+    assert refresh["Status"] == "Cancelled"
+    assert "EndTime" in refresh
+    # Another refresh may start now.
+    restarted = stack.asg.start_instance_refresh(AutoScalingGroupName=stack.name)[
+        "InstanceRefreshId"
+    ]
+    assert stack.finished(restarted)["Status"] == "Successful"
+
+
+def test_scaling_in_deregisters_the_instances_that_leave(launcher: MotoServer) -> None:
+    stack = Stack(launcher, "scale-in")
+    before = stack.instances()
+    stack.asg.update_auto_scaling_group(
+        AutoScalingGroupName=stack.name, MinSize=1, DesiredCapacity=1
+    )
+    after = stack.instances()
+    assert len(after) == 1
+    assert set(after) < set(before)
+    assert stack.targets() == set(after)
+    stack.asg.update_auto_scaling_group(
+        AutoScalingGroupName=stack.name, MinSize=0, MaxSize=0, DesiredCapacity=0
+    )
+    assert stack.targets() == set()
+
+
+def test_the_group_keeps_its_default_instance_warmup(launcher: MotoServer) -> None:
+    stack = Stack(launcher, "warmup")
+    stack.asg.update_auto_scaling_group(AutoScalingGroupName=stack.name, DefaultInstanceWarmup=90)
+    group = stack.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[stack.name])
+    assert group["AutoScalingGroups"][0]["DefaultInstanceWarmup"] == 90
+
+
+def test_refresh_errors_for_an_unknown_group(launcher: MotoServer) -> None:
+    asg: Any = launcher.client("autoscaling")
+    with pytest.raises(asg.exceptions.ClientError) as error:
+        asg.start_instance_refresh(AutoScalingGroupName="no-such-group")
+    assert error_code(error) == "ValidationError"
+
+
+def test_rds_honours_the_ca_and_defaults_to_the_rds_default(launcher: MotoServer) -> None:
+    rds: Any = launcher.client("rds")
+    common = {
+        "DBInstanceClass": "db.t4g.micro",
+        "Engine": "postgres",
+        "MasterUsername": "mlflow",
+        "MasterUserPassword": "not-a-secret-1",
+        "AllocatedStorage": 20,
+    }
+    created = rds.create_db_instance(
+        DBInstanceIdentifier="chosen-ca", CACertificateIdentifier="rds-ca-rsa4096-g1", **common
+    )
+    assert created["DBInstance"]["CACertificateIdentifier"] == "rds-ca-rsa4096-g1"
+    described = rds.describe_db_instances(DBInstanceIdentifier="chosen-ca")["DBInstances"][0]
+    assert described["CACertificateIdentifier"] == "rds-ca-rsa4096-g1"
+    # What the AWS provider sends: no CA (it compares the answer with ca_cert_identifier).
+    created = rds.create_db_instance(DBInstanceIdentifier="default-ca", **common)
+    assert created["DBInstance"]["CACertificateIdentifier"] == RDS_DEFAULT_CA == "rds-ca-rsa2048-g1"
+
+
+# --- Terraform: the AWS provider rolls a group through a refresh ---
+
+SMOKE_CONFIG = """\
+terraform {
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "5.100.0"
+    }
+  }
+}
+
+variable "boot_message" {
+  type = string
+}
+
+resource "aws_vpc" "this" {
+  cidr_block = "10.20.0.0/16"
+}
+
+resource "aws_subnet" "a" {
+  vpc_id            = aws_vpc.this.id
+  cidr_block        = "10.20.1.0/24"
+  availability_zone = "us-east-1a"
+}
+
+resource "aws_security_group" "app" {
+  name   = "launcher-smoke"
+  vpc_id = aws_vpc.this.id
+}
+
+resource "aws_kms_key" "ebs" {
+  description             = "launcher smoke"
+  deletion_window_in_days = 7
+}
+
+resource "aws_lb_target_group" "app" {
+  name     = "launcher-smoke"
+  port     = 5000
+  protocol = "HTTP"
+  vpc_id   = aws_vpc.this.id
+}
+
+resource "aws_launch_template" "app" {
+  name_prefix            = "launcher-smoke-"
+  image_id               = "%(ami)s"
+  instance_type          = "t3.small"
+  update_default_version = true
+  user_data              = base64encode("#!/bin/bash\\necho ${var.boot_message}\\n")
+
+  network_interfaces {
+    security_groups       = [aws_security_group.app.id]
+    delete_on_termination = true
+  }
+
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 2
+  }
+
+  monitoring {
+    enabled = true
+  }
+
+  block_device_mappings {
+    device_name = "/dev/xvda"
+
+    ebs {
+      volume_type           = "gp3"
+      volume_size           = 20
+      encrypted             = true
+      kms_key_id            = aws_kms_key.ebs.arn
+      delete_on_termination = true
+    }
+  }
+}
+
+resource "aws_autoscaling_group" "app" {
+  name                      = "launcher-smoke"
+  vpc_zone_identifier       = [aws_subnet.a.id]
+  target_group_arns         = [aws_lb_target_group.app.arn]
+  min_size                  = 2
+  max_size                  = 4
+  desired_capacity          = 2
+  health_check_type         = "ELB"
+  default_instance_warmup   = 60
+  wait_for_elb_capacity     = 2
+
+  launch_template {
+    id      = aws_launch_template.app.id
+    version = aws_launch_template.app.latest_version
+  }
+
+  instance_refresh {
+    strategy = "Rolling"
+
+    preferences {
+      min_healthy_percentage = 100
+      max_healthy_percentage = 200
+      skip_matching          = true
+      instance_warmup        = 60
+    }
+  }
+}
+"""
+
+
+@pytest.fixture
+def smoke(tf_factory: TerraformFactory, tmp_path: Path) -> Iterator[tuple[Terraform, MotoServer]]:
+    """The smoke configuration, initialised, against its own launcher (refreshes finish at
+    once, as in the emulator deployments)."""
+    server = start_launcher(tmp_path)
+    try:
+        workdir = tmp_path / "config"
+        workdir.mkdir()
+        (workdir / "main.tf").write_text(SMOKE_CONFIG % {"ami": AMI})
+        override = moto_override(server.url)
+        if not re.search(r"^\s*autoscaling\s*=", override, re.MULTILINE):
+            override = override.replace(
+                "  endpoints {\n", f'  endpoints {{\n    autoscaling    = "{server.url}"\n'
+            )
+        (workdir / "provider.tf").write_text(override)
+        data_dir = tmp_path / "data"
+        data_dir.mkdir()
+        terraform = Terraform(tf_factory.binary, workdir, tf_factory.environment(data_dir))
+        terraform.init()
+        yield terraform, server
+    finally:
+        stop_moto(server)
+
+
+def test_terraform_rolls_the_group_when_the_launch_template_changes(
+    smoke: tuple[Terraform, MotoServer],
+) -> None:
+    terraform, server = smoke
+    apply = ("apply", "-auto-approve", "-no-color", "-input=false", "-parallelism=20")
+    terraform.run(*apply, "-var", "boot_message=v1", timeout=240)
+    asg: Any = server.client("autoscaling")
+    ec2: Any = server.client("ec2")
+    elbv2: Any = server.client("elbv2")
+
+    def group() -> dict[str, Any]:
+        found = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["launcher-smoke"])
+        return dict(found["AutoScalingGroups"][0])
+
+    def targets() -> set[str]:
+        health = elbv2.describe_target_health(TargetGroupArn=group()["TargetGroupARNs"][0])
+        return {t["Target"]["Id"] for t in health["TargetHealthDescriptions"]}
+
+    first = {i["InstanceId"]: i["LaunchTemplate"]["Version"] for i in group()["Instances"]}
+    assert set(first.values()) == {"1"}
+    assert targets() == set(first)
+
+    # New user data: a new launch template version, the group pointed at it, a refresh.
+    result = terraform.run(*apply, "-var", "boot_message=v2", timeout=240)
+    assert "aws_autoscaling_group.app: Modifications complete" in result.stdout
+    refreshes = asg.describe_instance_refreshes(AutoScalingGroupName="launcher-smoke")
+    assert [r["Status"] for r in refreshes["InstanceRefreshes"]] == ["Successful"]
+    assert refreshes["InstanceRefreshes"][0]["Preferences"]["MinHealthyPercentage"] == 100
+    second = {i["InstanceId"]: i["LaunchTemplate"]["Version"] for i in group()["Instances"]}
+    assert len(second) == 2
+    assert not set(second) & set(first)
+    assert set(second.values()) == {"2"}
+    assert targets() == set(second)
+    for instance_id in second:
+        attribute = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        assert base64.b64decode(attribute["UserData"]["Value"]) == b"#!/bin/bash\necho v2\n"
+    states = ec2.describe_instances(InstanceIds=list(first))["Reservations"]
+    assert {i["State"]["Name"] for r in states for i in r["Instances"]} == {"terminated"}
