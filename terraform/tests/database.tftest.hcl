@@ -241,3 +241,481 @@ run "rejects_a_reserved_username" {
 
   expect_failures = [var.username]
 }
+
+################################################################################
+# Log groups: Terraform's, before the instance
+################################################################################
+
+run "log_groups_are_managed_encrypted_and_expire" {
+  command = apply
+
+  module {
+    source = "./modules/database"
+  }
+
+  assert {
+    condition     = toset(keys(aws_cloudwatch_log_group.this)) == aws_db_instance.this.enabled_cloudwatch_logs_exports
+    error_message = "Every exported log needs its own log group, and only those."
+  }
+
+  assert {
+    condition     = alltrue([for type, group in aws_cloudwatch_log_group.this : group.name == "/aws/rds/instance/${aws_db_instance.this.identifier}/${type}"])
+    error_message = "The log groups must have the names RDS publishes to (/aws/rds/instance/<identifier>/<log>), or RDS creates its own."
+  }
+
+  assert {
+    condition     = alltrue([for group in aws_cloudwatch_log_group.this : group.retention_in_days == 365 && group.kms_key_id == var.kms_key_arn])
+    error_message = "The log groups must expire (365 days by default) and be encrypted with the stack's key."
+  }
+
+  assert {
+    condition     = output.log_group_names == ["/aws/rds/instance/test/postgresql", "/aws/rds/instance/test/upgrade"]
+    error_message = "log_group_names must list both log groups."
+  }
+}
+
+run "log_retention_follows_the_variable" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    log_retention_days = 90
+  }
+
+  assert {
+    condition     = alltrue([for group in aws_cloudwatch_log_group.this : group.retention_in_days == 90])
+    error_message = "log_retention_days must reach the log groups."
+  }
+}
+
+run "rejects_a_retention_cloudwatch_refuses" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    log_retention_days = 42
+  }
+
+  expect_failures = [var.log_retention_days]
+}
+
+run "rejects_logs_kept_forever" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    log_retention_days = 0
+  }
+
+  expect_failures = [var.log_retention_days]
+}
+
+################################################################################
+# Restores
+################################################################################
+
+run "an_empty_database_by_default" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  assert {
+    condition     = length(aws_db_instance.this.restore_to_point_in_time) == 0 && aws_db_instance.this.db_name == "mlflow" && aws_db_instance.this.allocated_storage == 20
+    error_message = "Without a restore the instance creates the database and its storage."
+  }
+
+  assert {
+    condition     = aws_db_instance.this.delete_automated_backups == false
+    error_message = "Automated backups must outlive the instance by default (point-in-time restores of a deleted database)."
+  }
+}
+
+run "setting_a_restore_on_a_live_stack_changes_nothing_and_warns" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    snapshot_identifier = "test-before-0-2-0"
+  }
+
+  assert {
+    condition     = aws_db_instance.this.snapshot_identifier != var.snapshot_identifier
+    error_message = "A restore must not happen (nor replace the live database) without -replace."
+  }
+
+  expect_failures = [check.restore_applied]
+}
+
+run "restore_from_a_snapshot" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    snapshot_identifier = "test-before-0-2-0"
+  }
+
+  plan_options {
+    replace = [aws_db_instance.this]
+  }
+
+  assert {
+    condition     = aws_db_instance.this.snapshot_identifier == "test-before-0-2-0" && length(aws_db_instance.this.restore_to_point_in_time) == 0
+    error_message = "snapshot_identifier must reach the replacement instance."
+  }
+
+  assert {
+    condition     = aws_db_instance.this.identifier == "test" && aws_db_instance.this.username == "mlflow" && aws_db_instance.this.kms_key_id == var.kms_key_arn
+    error_message = "The restored instance keeps the identifier (and so the address), the user and the key."
+  }
+
+  assert {
+    condition     = aws_db_instance.this.password == null && aws_db_instance.this.password_wo == null && aws_db_instance.this.password_wo_version == 1
+    error_message = "The restored instance gets the password through the write-only argument as well."
+  }
+}
+
+run "restore_to_a_point_in_time" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    restore_to_point_in_time = {
+      source_dbi_resource_id = "db-ABCDEFGHIJKLMNOPQRSTUVWXY0"
+      restore_time           = "2025-01-31T09:30:00Z"
+    }
+  }
+
+  plan_options {
+    replace = [aws_db_instance.this]
+  }
+
+  assert {
+    condition = (length(aws_db_instance.this.restore_to_point_in_time) == 1
+      && aws_db_instance.this.restore_to_point_in_time[0].source_dbi_resource_id == "db-ABCDEFGHIJKLMNOPQRSTUVWXY0"
+      && aws_db_instance.this.restore_to_point_in_time[0].restore_time == "2025-01-31T09:30:00Z"
+      && aws_db_instance.this.restore_to_point_in_time[0].use_latest_restorable_time != true
+      && aws_db_instance.this.restore_to_point_in_time[0].source_db_instance_identifier == null
+    )
+    error_message = "restore_to_point_in_time must reach the replacement instance as given."
+  }
+}
+
+run "restore_to_the_latest_restorable_time" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    restore_to_point_in_time = {
+      source_db_instance_identifier = "test-pre-restore"
+      use_latest_restorable_time    = true
+    }
+  }
+
+  plan_options {
+    replace = [aws_db_instance.this]
+  }
+
+  assert {
+    condition = (aws_db_instance.this.restore_to_point_in_time[0].source_db_instance_identifier == "test-pre-restore"
+      && aws_db_instance.this.restore_to_point_in_time[0].use_latest_restorable_time == true
+      && aws_db_instance.this.restore_to_point_in_time[0].restore_time == null
+    )
+    error_message = "use_latest_restorable_time must reach the instance, without a restore_time."
+  }
+}
+
+run "rejects_a_snapshot_and_a_point_in_time_together" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    snapshot_identifier = "test-final-snapshot"
+    restore_to_point_in_time = {
+      source_db_instance_identifier = "test"
+      use_latest_restorable_time    = true
+    }
+  }
+
+  expect_failures = [var.restore_to_point_in_time]
+}
+
+run "rejects_a_point_in_time_without_a_source" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    restore_to_point_in_time = {
+      restore_time = "2025-01-31T09:30:00Z"
+    }
+  }
+
+  expect_failures = [var.restore_to_point_in_time]
+}
+
+run "rejects_a_point_in_time_with_two_sources" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    restore_to_point_in_time = {
+      source_db_instance_identifier = "test"
+      source_dbi_resource_id        = "db-ABCDEFGHIJKLMNOPQRSTUVWXY0"
+      use_latest_restorable_time    = true
+    }
+  }
+
+  expect_failures = [var.restore_to_point_in_time]
+}
+
+run "rejects_a_point_in_time_with_two_times" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    restore_to_point_in_time = {
+      source_db_instance_identifier = "test"
+      restore_time                  = "2025-01-31T09:30:00Z"
+      use_latest_restorable_time    = true
+    }
+  }
+
+  expect_failures = [var.restore_to_point_in_time]
+}
+
+run "rejects_a_point_in_time_without_a_time" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    restore_to_point_in_time = {
+      source_db_instance_identifier = "test"
+    }
+  }
+
+  expect_failures = [var.restore_to_point_in_time]
+}
+
+run "rejects_a_restore_time_that_is_not_rfc3339" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    restore_to_point_in_time = {
+      source_db_instance_identifier = "test"
+      restore_time                  = "2025-01-31 09:30"
+    }
+  }
+
+  expect_failures = [var.restore_to_point_in_time]
+}
+
+run "rejects_a_malformed_snapshot_identifier" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    snapshot_identifier = "0.2.0 before migration"
+  }
+
+  expect_failures = [var.snapshot_identifier]
+}
+
+################################################################################
+# The pre-migration snapshot
+################################################################################
+
+run "no_pre_migration_snapshot_without_a_key" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  assert {
+    condition     = length(aws_db_snapshot.pre_migration) == 0 && output.pre_migration_snapshot_id == null && output.pre_migration_snapshot_arn == null
+    error_message = "Without pre_migration_snapshot_key there is no snapshot, and both outputs are null."
+  }
+}
+
+run "pre_migration_snapshot_of_this_instance" {
+  command = apply
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    pre_migration_snapshot_key = "0.2.0"
+  }
+
+  assert {
+    condition     = aws_db_snapshot.pre_migration[0].db_snapshot_identifier == "test-before-0-2-0" && output.pre_migration_snapshot_id == "test-before-0-2-0"
+    error_message = "The key 0.2.0 must give the snapshot test-before-0-2-0."
+  }
+
+  assert {
+    condition     = aws_db_snapshot.pre_migration[0].db_instance_identifier == aws_db_instance.this.identifier
+    error_message = "The snapshot must be taken of this database."
+  }
+
+  assert {
+    condition     = output.pre_migration_snapshot_arn == aws_db_snapshot.pre_migration[0].db_snapshot_arn && output.pre_migration_snapshot_arn != null
+    error_message = "pre_migration_snapshot_arn must name the snapshot (the server's launch template waits for it)."
+  }
+
+  assert {
+    condition     = aws_db_snapshot.pre_migration[0].tags["PreMigrationKey"] == "0.2.0"
+    error_message = "The snapshot must carry the key it was taken for."
+  }
+}
+
+run "pre_migration_snapshot_name_of_a_release_candidate" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    pre_migration_snapshot_key = "v1.2.3-rc.1"
+  }
+
+  assert {
+    condition     = output.pre_migration_snapshot_id == "test-before-v1-2-3-rc-1"
+    error_message = "v1.2.3-rc.1 must give test-before-v1-2-3-rc-1."
+  }
+}
+
+run "pre_migration_snapshot_name_is_lower_case_without_double_hyphens" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    pre_migration_snapshot_key = "Release_2025..01--Final-"
+  }
+
+  assert {
+    condition     = output.pre_migration_snapshot_id == "test-before-release-2025-01-final"
+    error_message = "The identifier must be lower case, with one hyphen for each run of other characters and none at the end."
+  }
+}
+
+run "pre_migration_snapshot_name_of_a_digest" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    pre_migration_snapshot_key = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+  }
+
+  assert {
+    condition = (output.pre_migration_snapshot_id == "test-before-sha256-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+      && can(regex("^[a-z][a-z0-9-]{0,254}$", output.pre_migration_snapshot_id))
+      && !strcontains(output.pre_migration_snapshot_id, "--")
+    )
+    error_message = "A digest must give a valid snapshot identifier."
+  }
+}
+
+run "pre_migration_snapshot_name_of_an_image_reference" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    pre_migration_snapshot_key = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/test/mlflow-server:0.2.0"
+  }
+
+  assert {
+    condition     = output.pre_migration_snapshot_id == "test-before-123456789012-dkr-ecr-eu-west-1-amazonaws-com-test-mlflow-server-0-2-0"
+    error_message = "A full image reference must give a valid snapshot identifier."
+  }
+}
+
+run "pre_migration_snapshot_name_is_cut_at_255_characters" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    # "<name>-before-" is 32 characters and the key 244: the 255th character is a hyphen.
+    name                       = "a-name-of-twenty-four-ch"
+    pre_migration_snapshot_key = "abc${join("", [for i in range(24) : "abcdefghi-"])}z"
+  }
+
+  assert {
+    condition = (length(output.pre_migration_snapshot_id) == 254
+      && can(regex("^[a-z][a-z0-9-]*[a-z0-9]$", output.pre_migration_snapshot_id))
+      && !strcontains(output.pre_migration_snapshot_id, "--")
+    )
+    error_message = "The identifier must stay within 255 characters and must not end in a hyphen."
+  }
+}
+
+run "rejects_a_pre_migration_key_without_letters_or_digits" {
+  command = plan
+
+  module {
+    source = "./modules/database"
+  }
+
+  variables {
+    pre_migration_snapshot_key = "..."
+  }
+
+  expect_failures = [var.pre_migration_snapshot_key]
+}

@@ -45,3 +45,28 @@ output "secret_arn" {
   # Whoever reads the secret (the server's boot script) finds a value in it.
   depends_on = [aws_secretsmanager_secret_version.this]
 }
+
+output "resource_id" {
+  description = "Resource ID of the DB instance (db-...): changes when the instance is replaced (a restore), survives renames; the source_dbi_resource_id of a point-in-time restore."
+  value       = aws_db_instance.this.resource_id
+}
+
+output "allocated_storage" {
+  description = "Storage of the DB instance in GiB as of the last refresh (storage autoscaling may have grown it past the variable)."
+  value       = aws_db_instance.this.allocated_storage
+}
+
+output "log_group_names" {
+  description = "CloudWatch log groups of the exported PostgreSQL logs (postgresql, upgrade)."
+  value       = [for type in local.log_exports : aws_cloudwatch_log_group.this[type].name]
+}
+
+output "pre_migration_snapshot_id" {
+  description = "Identifier of the pre-migration snapshot (null without pre_migration_snapshot_key)."
+  value       = one(aws_db_snapshot.pre_migration[*].db_snapshot_identifier)
+}
+
+output "pre_migration_snapshot_arn" {
+  description = "ARN of the pre-migration snapshot (null without pre_migration_snapshot_key). Make the server's launch template depend on it, so that a new image (which migrates the schema when it starts) is launched only after the snapshot exists."
+  value       = one(aws_db_snapshot.pre_migration[*].db_snapshot_arn)
+}

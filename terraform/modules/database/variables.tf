@@ -206,6 +206,94 @@ variable "performance_insights_enabled" {
   default     = true
 }
 
+variable "delete_automated_backups" {
+  description = "Delete the automated backups with the instance (destroy, or the end of a restore). false keeps them for backup_retention_period (they are billed), so a deleted database can still be restored to a point in time."
+  type        = bool
+  default     = false
+}
+
+variable "log_retention_days" {
+  description = "Days CloudWatch Logs keeps the database's logs (postgresql, upgrade); a value CloudWatch accepts, e.g. 365."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a retention CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288 or 3653."
+  }
+}
+
+################################################################################
+# Restores and the pre-migration snapshot (README: restore drill)
+################################################################################
+
+variable "snapshot_identifier" {
+  description = "null: an empty database. Otherwise the DB snapshot (name or ARN; automated ones are rds:...) the database is restored from when the instance is created or replaced (-replace): setting it on a running stack changes nothing by itself, and removing it after the restore is safe."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.snapshot_identifier == null || can(regex("^(arn:aws[a-z-]*:rds:[a-z0-9-]+:[0-9]{12}:snapshot:)?(rds:)?[A-Za-z][A-Za-z0-9-]{0,254}$", coalesce(var.snapshot_identifier, "-")))
+    error_message = "snapshot_identifier must be a DB snapshot name (letters, digits, hyphens; rds:NAME for an automated one) or a snapshot ARN."
+  }
+}
+
+variable "restore_to_point_in_time" {
+  description = "null: no restore. Otherwise a point-in-time restore, when the instance is created or replaced (-replace): one source (source_db_instance_identifier, or source_dbi_resource_id, which outlives renames and deletions) and one time (restore_time, RFC 3339 such as 2025-01-31T09:30:00Z, or use_latest_restorable_time = true). Removing it after the restore is safe."
+  type = object({
+    source_db_instance_identifier = optional(string)
+    source_dbi_resource_id        = optional(string)
+    restore_time                  = optional(string)
+    use_latest_restorable_time    = optional(bool, false)
+  })
+  default = null
+
+  validation {
+    condition     = var.restore_to_point_in_time == null || var.snapshot_identifier == null
+    error_message = "Set snapshot_identifier or restore_to_point_in_time, not both."
+  }
+
+  validation {
+    condition = var.restore_to_point_in_time == null ? true : (
+      (var.restore_to_point_in_time.source_db_instance_identifier == null) != (var.restore_to_point_in_time.source_dbi_resource_id == null)
+    )
+    error_message = "restore_to_point_in_time needs exactly one source: source_db_instance_identifier or source_dbi_resource_id."
+  }
+
+  validation {
+    condition = var.restore_to_point_in_time == null ? true : (
+      (var.restore_to_point_in_time.restore_time != null) != var.restore_to_point_in_time.use_latest_restorable_time
+    )
+    error_message = "restore_to_point_in_time needs exactly one time: restore_time or use_latest_restorable_time = true."
+  }
+
+  validation {
+    condition = var.restore_to_point_in_time == null ? true : (
+      var.restore_to_point_in_time.restore_time == null ? true : can(formatdate("YYYY", var.restore_to_point_in_time.restore_time))
+    )
+    error_message = "restore_time must be an RFC 3339 timestamp such as 2025-01-31T09:30:00Z."
+  }
+
+  validation {
+    condition = var.restore_to_point_in_time == null ? true : (
+      (var.restore_to_point_in_time.source_db_instance_identifier == null ? true : can(regex("^[A-Za-z][A-Za-z0-9-]{0,62}$", var.restore_to_point_in_time.source_db_instance_identifier)))
+      && (var.restore_to_point_in_time.source_dbi_resource_id == null ? true : can(regex("^db-[A-Z0-9]+$", var.restore_to_point_in_time.source_dbi_resource_id)))
+    )
+    error_message = "source_db_instance_identifier must be a DB instance identifier; source_dbi_resource_id a resource ID such as db-ABCDEFGHIJKLMNOPQRSTUVWXYZ."
+  }
+}
+
+variable "pre_migration_snapshot_key" {
+  description = "null: no pre-migration snapshot (and the previous one is deleted). Otherwise a manual snapshot <name>-before-<key> (lower case, runs of other characters made one hyphen) is taken whenever the key changes; the root passes the server's image tag (or reference). Exactly one is kept: the previous one is deleted after the new one exists."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.pre_migration_snapshot_key == null || can(regex("^[A-Za-z0-9][A-Za-z0-9_.:@+=/-]{0,254}$", coalesce(var.pre_migration_snapshot_key, "-")))
+    error_message = "pre_migration_snapshot_key must be 1-255 characters, letters, digits and _ . : @ + = / -, starting with a letter or digit (an image tag, digest or reference)."
+  }
+}
+
 variable "log_min_duration_ms" {
   description = "Statements slower than this many milliseconds are logged (-1 turns it off)."
   type        = number
