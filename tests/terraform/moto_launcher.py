@@ -24,7 +24,9 @@ Patches:
 * EC2 CreateLaunchTemplateVersion keeps ``UserData`` as user data (moto stored the raw string, and
   a group launching from that version then failed with a 500) and honours ``SourceVersion``.
 * RDS CreateDBInstance defaults the CA to ``rds-ca-rsa2048-g1`` like RDS does (moto:
-  ``rds-ca-default``, which made the provider follow every create with a ModifyDBInstance).
+  ``rds-ca-default``, which made the provider follow every create with a ModifyDBInstance), and
+  keeps the Performance Insights settings (moto dropped them, so every later plan modified the
+  instance again).
 
 Knobs (environment):
 
@@ -536,7 +538,22 @@ def _create_db_instance(self: RDSBackend, db_kwargs: dict[str, Any]) -> Any:
     A CACertificateIdentifier in the request is honoured as before."""
     if not db_kwargs.get("ca_certificate_identifier"):
         db_kwargs = {**db_kwargs, "ca_certificate_identifier": RDS_DEFAULT_CA}
-    return _original_create_db_instance(self, db_kwargs)
+    instance = _original_create_db_instance(self, db_kwargs)
+    _keep_performance_insights(instance, db_kwargs)
+    return instance
+
+
+def _keep_performance_insights(instance: Any, db_kwargs: dict[str, Any]) -> None:
+    """CreateDBInstance keeps EnablePerformanceInsights, PerformanceInsightsKMSKeyId and
+    PerformanceInsightsRetentionPeriod (moto dropped them, so the next plan turned Performance
+    Insights on again: a ModifyDBInstance and an 80 s wait). AWS: the retention defaults to 7
+    days (Amazon RDS API Reference, CreateDBInstance, PerformanceInsightsRetentionPeriod)."""
+    if db_kwargs.get("enable_performance_insights"):
+        instance.performance_insights_enabled = True
+        instance.performance_insights_kms_key_id = db_kwargs.get("performance_insights_kms_key_id")
+        instance.performance_insights_retention_period = (
+            db_kwargs.get("performance_insights_retention_period") or 7
+        )
 
 
 # --- installation ---

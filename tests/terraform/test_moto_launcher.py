@@ -1,13 +1,10 @@
 """The emulator extensions of tests/terraform/moto_launcher.py, against a launcher on loopback:
-instance refreshes (boto3), the Auto Scaling fixes they rely on, the RDS default CA, and a small
-Terraform apply that rolls an Auto Scaling group through a refresh (the AWS provider's own
-calls)."""
+instance refreshes (boto3), the Auto Scaling fixes they rely on, and the RDS default CA."""
 
 from __future__ import annotations
 
 import base64
 import os
-import re
 import subprocess
 import sys
 import time
@@ -23,13 +20,10 @@ from tests.terraform.conftest import (
     _SCRUBBED_PREFIXES,
     REPO,
     MotoServer,
-    Terraform,
-    TerraformFactory,
     _free_port,
     fake_aws_environment,
     stop_moto,
 )
-from tests.terraform.emulator import moto_override
 from tests.terraform.moto_launcher import RDS_DEFAULT_CA, REFRESH_SECONDS_ENV
 
 #: How long a refresh reports InProgress on the boto3 tests' launcher.
@@ -316,173 +310,24 @@ def test_rds_honours_the_ca_and_defaults_to_the_rds_default(launcher: MotoServer
     assert created["DBInstance"]["CACertificateIdentifier"] == RDS_DEFAULT_CA == "rds-ca-rsa2048-g1"
 
 
-# --- Terraform: the AWS provider rolls a group through a refresh ---
-
-SMOKE_CONFIG = """\
-terraform {
-  required_providers {
-    aws = {
-      source  = "hashicorp/aws"
-      version = "5.100.0"
-    }
-  }
-}
-
-variable "boot_message" {
-  type = string
-}
-
-resource "aws_vpc" "this" {
-  cidr_block = "10.20.0.0/16"
-}
-
-resource "aws_subnet" "a" {
-  vpc_id            = aws_vpc.this.id
-  cidr_block        = "10.20.1.0/24"
-  availability_zone = "us-east-1a"
-}
-
-resource "aws_security_group" "app" {
-  name   = "launcher-smoke"
-  vpc_id = aws_vpc.this.id
-}
-
-resource "aws_kms_key" "ebs" {
-  description             = "launcher smoke"
-  deletion_window_in_days = 7
-}
-
-resource "aws_lb_target_group" "app" {
-  name     = "launcher-smoke"
-  port     = 5000
-  protocol = "HTTP"
-  vpc_id   = aws_vpc.this.id
-}
-
-resource "aws_launch_template" "app" {
-  name_prefix            = "launcher-smoke-"
-  image_id               = "%(ami)s"
-  instance_type          = "t3.small"
-  update_default_version = true
-  user_data              = base64encode("#!/bin/bash\\necho ${var.boot_message}\\n")
-
-  network_interfaces {
-    security_groups       = [aws_security_group.app.id]
-    delete_on_termination = true
-  }
-
-  metadata_options {
-    http_endpoint               = "enabled"
-    http_tokens                 = "required"
-    http_put_response_hop_limit = 2
-  }
-
-  monitoring {
-    enabled = true
-  }
-
-  block_device_mappings {
-    device_name = "/dev/xvda"
-
-    ebs {
-      volume_type           = "gp3"
-      volume_size           = 20
-      encrypted             = true
-      kms_key_id            = aws_kms_key.ebs.arn
-      delete_on_termination = true
-    }
-  }
-}
-
-resource "aws_autoscaling_group" "app" {
-  name                      = "launcher-smoke"
-  vpc_zone_identifier       = [aws_subnet.a.id]
-  target_group_arns         = [aws_lb_target_group.app.arn]
-  min_size                  = 2
-  max_size                  = 4
-  desired_capacity          = 2
-  health_check_type         = "ELB"
-  default_instance_warmup   = 60
-  wait_for_elb_capacity     = 2
-
-  launch_template {
-    id      = aws_launch_template.app.id
-    version = aws_launch_template.app.latest_version
-  }
-
-  instance_refresh {
-    strategy = "Rolling"
-
-    preferences {
-      min_healthy_percentage = 100
-      max_healthy_percentage = 200
-      skip_matching          = true
-      instance_warmup        = 60
-    }
-  }
-}
-"""
+def test_rds_keeps_performance_insights(launcher: MotoServer) -> None:
+    rds: Any = launcher.client("rds")
+    key = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000"
+    rds.create_db_instance(
+        DBInstanceIdentifier="insights",
+        DBInstanceClass="db.t4g.micro",
+        Engine="postgres",
+        MasterUsername="mlflow",
+        MasterUserPassword="not-a-secret-1",
+        AllocatedStorage=20,
+        EnablePerformanceInsights=True,
+        PerformanceInsightsKMSKeyId=key,
+    )
+    (described,) = rds.describe_db_instances(DBInstanceIdentifier="insights")["DBInstances"]
+    assert described["PerformanceInsightsEnabled"] is True
+    assert described["PerformanceInsightsKMSKeyId"] == key
+    assert described["PerformanceInsightsRetentionPeriod"] == 7
 
 
-@pytest.fixture
-def smoke(tf_factory: TerraformFactory, tmp_path: Path) -> Iterator[tuple[Terraform, MotoServer]]:
-    """The smoke configuration, initialised, against its own launcher (refreshes finish at
-    once, as in the emulator deployments)."""
-    server = start_launcher(tmp_path)
-    try:
-        workdir = tmp_path / "config"
-        workdir.mkdir()
-        (workdir / "main.tf").write_text(SMOKE_CONFIG % {"ami": AMI})
-        override = moto_override(server.url)
-        if not re.search(r"^\s*autoscaling\s*=", override, re.MULTILINE):
-            override = override.replace(
-                "  endpoints {\n", f'  endpoints {{\n    autoscaling    = "{server.url}"\n'
-            )
-        (workdir / "provider.tf").write_text(override)
-        data_dir = tmp_path / "data"
-        data_dir.mkdir()
-        terraform = Terraform(tf_factory.binary, workdir, tf_factory.environment(data_dir))
-        terraform.init()
-        yield terraform, server
-    finally:
-        stop_moto(server)
-
-
-def test_terraform_rolls_the_group_when_the_launch_template_changes(
-    smoke: tuple[Terraform, MotoServer],
-) -> None:
-    terraform, server = smoke
-    apply = ("apply", "-auto-approve", "-no-color", "-input=false", "-parallelism=20")
-    terraform.run(*apply, "-var", "boot_message=v1", timeout=240)
-    asg: Any = server.client("autoscaling")
-    ec2: Any = server.client("ec2")
-    elbv2: Any = server.client("elbv2")
-
-    def group() -> dict[str, Any]:
-        found = asg.describe_auto_scaling_groups(AutoScalingGroupNames=["launcher-smoke"])
-        return dict(found["AutoScalingGroups"][0])
-
-    def targets() -> set[str]:
-        health = elbv2.describe_target_health(TargetGroupArn=group()["TargetGroupARNs"][0])
-        return {t["Target"]["Id"] for t in health["TargetHealthDescriptions"]}
-
-    first = {i["InstanceId"]: i["LaunchTemplate"]["Version"] for i in group()["Instances"]}
-    assert set(first.values()) == {"1"}
-    assert targets() == set(first)
-
-    # New user data: a new launch template version, the group pointed at it, a refresh.
-    result = terraform.run(*apply, "-var", "boot_message=v2", timeout=240)
-    assert "aws_autoscaling_group.app: Modifications complete" in result.stdout
-    refreshes = asg.describe_instance_refreshes(AutoScalingGroupName="launcher-smoke")
-    assert [r["Status"] for r in refreshes["InstanceRefreshes"]] == ["Successful"]
-    assert refreshes["InstanceRefreshes"][0]["Preferences"]["MinHealthyPercentage"] == 100
-    second = {i["InstanceId"]: i["LaunchTemplate"]["Version"] for i in group()["Instances"]}
-    assert len(second) == 2
-    assert not set(second) & set(first)
-    assert set(second.values()) == {"2"}
-    assert targets() == set(second)
-    for instance_id in second:
-        attribute = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
-        assert base64.b64decode(attribute["UserData"]["Value"]) == b"#!/bin/bash\necho v2\n"
-    states = ec2.describe_instances(InstanceIds=list(first))["Reservations"]
-    assert {i["State"]["Name"] for r in states for i in r["Instances"]} == {"terminated"}
+# The AWS provider's side of a refresh (a new launch template version, StartInstanceRefresh,
+# the wait) is exercised end to end by test_apply_moto.py's upgrade test.
