@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mlflow_stack.settings import SETTINGS
+from tests.conftest import which_or_fail
 from tests.terraform.conftest import (
     MODULES,
     REPO,
@@ -175,3 +176,23 @@ def test_checkov_finds_no_failed_check(tf_factory: TerraformFactory) -> None:
         assert len(reason) > 30, (
             f"{check['check_id']} on {check['resource']} needs a written reason"
         )
+
+
+def test_provider_lock_file_is_committed_and_names_every_platform() -> None:
+    """The lock file pins the provider the tests run (every `terraform init` of a copy here
+    uses -lockfile=readonly, so the mirror's package must match its h1 hash) and carries the
+    registry's zh hashes of every platform, so users on macOS or arm64 verify theirs too."""
+    lock = TERRAFORM_SRC / ".terraform.lock.hcl"
+    tracked = subprocess.run(
+        [which_or_fail("git"), "ls-files", "--error-unmatch", str(lock)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert tracked.returncode == 0, "terraform/.terraform.lock.hcl is not committed"
+    text = lock.read_text()
+    assert 'provider "registry.terraform.io/hashicorp/aws" {' in text
+    assert 'version     = "5.100.0"' in text
+    assert len(re.findall(r'"zh:[0-9a-f]{64}"', text)) >= 10
+    assert re.search(r'"h1:[A-Za-z0-9+/]{43}="', text)
