@@ -12,6 +12,30 @@ locals {
 }
 
 ################################################################################
+# The Auto Scaling service-linked role: it launches the servers, so it must be able to use the
+# key of their encrypted volumes
+################################################################################
+
+data "aws_iam_roles" "autoscaling" {
+  name_regex  = "^AWSServiceRoleForAutoScaling$"
+  path_prefix = "/aws-service-role/autoscaling.amazonaws.com/"
+}
+
+resource "aws_iam_service_linked_role" "autoscaling" {
+  count = var.create_autoscaling_service_linked_role ? 1 : 0
+
+  aws_service_name = "autoscaling.amazonaws.com"
+  description      = "Default service-linked role of Amazon EC2 Auto Scaling (created by mlflow-stack ${var.name})"
+}
+
+locals {
+  autoscaling_role_arn = (var.create_autoscaling_service_linked_role
+    ? aws_iam_service_linked_role.autoscaling[0].arn
+    : "arn:${local.partition}:iam::${local.account_id}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+  )
+}
+
+################################################################################
 # One customer-managed key for everything at rest: database, backups, bucket, secrets,
 # root volume, image repository and logs
 ################################################################################
@@ -33,6 +57,31 @@ resource "aws_kms_key" "this" {
         Resource  = "*"
       },
       {
+        # The Auto Scaling group launches servers with root volumes encrypted with this key, as
+        # its service-linked role (AWS: "Required KMS key policy for use with encrypted volumes").
+        Sid       = "AutoScalingUsesTheKeyForServerVolumes"
+        Effect    = "Allow"
+        Principal = { AWS = local.autoscaling_role_arn }
+        Action    = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]
+        Resource  = "*"
+      },
+      {
+        Sid       = "AutoScalingAttachesEncryptedVolumes"
+        Effect    = "Allow"
+        Principal = { AWS = local.autoscaling_role_arn }
+        Action    = "kms:CreateGrant"
+        Resource  = "*"
+        Condition = { Bool = { "kms:GrantIsForAWSResource" = "true" } }
+      },
+      {
+        # Alarms publish to the encrypted SNS topic.
+        Sid       = "CloudWatchAlarmsPublishToTheEncryptedTopic"
+        Effect    = "Allow"
+        Principal = { Service = "cloudwatch.amazonaws.com" }
+        Action    = ["kms:Decrypt", "kms:GenerateDataKey*"]
+        Resource  = "*"
+      },
+      {
         Sid       = "CloudWatchLogsEncryptsThisAccountsLogGroups"
         Effect    = "Allow"
         Principal = { Service = "logs.${local.region}.amazonaws.com" }
@@ -46,6 +95,14 @@ resource "aws_kms_key" "this" {
       },
     ]
   })
+
+  lifecycle {
+    # KMS refuses a key policy that names a role that does not exist.
+    precondition {
+      condition     = var.create_autoscaling_service_linked_role || length(data.aws_iam_roles.autoscaling.arns) > 0
+      error_message = "This account has no AWSServiceRoleForAutoScaling yet (it appears when Auto Scaling is first used). Set create_autoscaling_service_linked_role = true to create it."
+    }
+  }
 }
 
 resource "aws_kms_alias" "this" {
@@ -74,7 +131,7 @@ ephemeral "aws_secretsmanager_random_password" "flask_secret_key" {
 }
 
 ################################################################################
-# The four parts
+# The parts
 ################################################################################
 
 module "network" {
@@ -123,6 +180,11 @@ module "database" {
   deletion_protection          = var.deletion_protection
   skip_final_snapshot          = var.skip_final_snapshot
   secret_recovery_window_days  = var.secret_recovery_window_days
+  log_retention_days           = var.log_retention_days
+  snapshot_identifier          = var.db_snapshot_identifier
+  restore_to_point_in_time     = var.db_restore_to_point_in_time
+  # A new image may migrate the schema when it first starts: snapshot the database before.
+  pre_migration_snapshot_key = var.db_snapshot_before_upgrade ? coalesce(var.image, var.image_tag) : null
 }
 
 module "server" {
@@ -130,15 +192,19 @@ module "server" {
 
   name                     = var.name
   vpc_id                   = module.network.vpc_id
-  subnet_id                = module.network.public_subnet_ids[0]
+  subnet_ids               = module.network.public_subnet_ids
   load_balancer_subnet_ids = module.network.public_subnet_ids
   allowed_cidrs            = var.allowed_cidrs
   allow_public_ingress     = var.allow_public_ingress
   certificate_arn          = var.certificate_arn
-  # With the HTTPS load balancer, clients reach the server through it, from inside the VPC.
-  trusted_proxies     = var.certificate_arn != null ? [var.vpc_cidr] : []
-  domain_name         = var.domain_name
-  deletion_protection = var.deletion_protection
+  route53_zone_id          = var.route53_zone_id
+  domain_name              = var.domain_name
+  deletion_protection      = var.deletion_protection
+
+  min_size                  = var.min_size
+  max_size                  = var.max_size
+  desired_capacity          = var.desired_capacity
+  health_check_grace_period = var.health_check_grace_period
 
   instance_type               = var.instance_type
   architecture                = var.architecture
@@ -159,6 +225,7 @@ module "server" {
   database_security_group_id = module.database.security_group_id
   database_secret_arn        = module.database.secret_arn
   database_password_version  = var.db_password_version
+  database_snapshot_id       = module.database.pre_migration_snapshot_id
   kms_key_arn                = aws_kms_key.this.arn
 
   settings                    = var.settings
@@ -167,4 +234,17 @@ module "server" {
   secrets_version             = var.secrets_version
   secret_recovery_window_days = var.secret_recovery_window_days
   log_retention_days          = var.log_retention_days
+}
+
+module "alarms" {
+  source = "./modules/alarms"
+
+  name                     = var.name
+  kms_key_arn              = aws_kms_key.this.arn
+  alarm_emails             = var.alarm_emails
+  autoscaling_group_name   = module.server.autoscaling_group_name
+  min_in_service           = var.min_size
+  load_balancer_arn_suffix = module.server.load_balancer_arn_suffix
+  target_group_arn_suffix  = module.server.target_group_arn_suffix
+  db_instance_identifier   = module.database.instance_id
 }

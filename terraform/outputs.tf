@@ -28,9 +28,24 @@ output "database_secret_arn" {
   value       = module.database.secret_arn
 }
 
-output "instance_id" {
-  description = "The server instance: aws ssm start-session --target <this>"
-  value       = module.server.instance_id
+output "autoscaling_group_name" {
+  description = "The servers' Auto Scaling group: aws autoscaling describe-auto-scaling-groups --auto-scaling-group-names <this>"
+  value       = module.server.autoscaling_group_name
+}
+
+output "target_group_arn" {
+  description = "The servers' target group: aws elbv2 describe-target-health --target-group-arn <this>"
+  value       = module.server.target_group_arn
+}
+
+output "alarm_topic_arn" {
+  description = "SNS topic of the alarms: subscribe your on-call endpoints."
+  value       = module.alarms.sns_topic_arn
+}
+
+output "pre_migration_snapshot_id" {
+  description = "The database snapshot taken before the current image first started (null when db_snapshot_before_upgrade is false)."
+  value       = module.database.pre_migration_snapshot_id
 }
 
 output "ecr_repository_url" {
@@ -44,12 +59,12 @@ output "image" {
 }
 
 output "load_balancer_dns_name" {
-  description = "DNS name of the HTTPS load balancer (null without certificate_arn)."
+  description = "DNS name of the load balancer (the stable address; point domain_name at it unless route53_zone_id does)."
   value       = module.server.load_balancer_dns_name
 }
 
 output "server_log_group" {
-  description = "CloudWatch log group of the MLflow container."
+  description = "CloudWatch log group of the servers: <instance>/server (MLflow), <instance>/journal (boot and systemd)."
   value       = module.server.log_group_name
 }
 
@@ -66,4 +81,14 @@ output "vpc_id" {
 output "region" {
   description = "The region of the stack."
   value       = local.region
+}
+
+output "database_log_groups" {
+  description = "CloudWatch log groups of the database (PostgreSQL log, upgrade log)."
+  value       = module.database.log_group_names
+}
+
+output "architecture" {
+  description = "CPU architecture of the servers (the platform to build the image for)."
+  value       = var.architecture
 }

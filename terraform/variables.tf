@@ -81,14 +81,20 @@ variable "allow_public_ingress" {
   default     = false
 }
 
+variable "route53_zone_id" {
+  description = "Route 53 hosted zone of domain_name: TLS in one variable (a DNS-validated ACM certificate, an alias record to the load balancer, HTTP redirected to HTTPS)."
+  type        = string
+  default     = null
+}
+
 variable "certificate_arn" {
-  description = "ACM certificate (same region) for an HTTPS load balancer in front of the server; null serves plain HTTP on port 5000."
+  description = "An ACM certificate of your own (same region) for HTTPS on the load balancer, instead of route53_zone_id; with neither, plain HTTP on port 80."
   type        = string
   default     = null
 }
 
 variable "domain_name" {
-  description = "DNS name clients use (you create the record: to the load balancer with TLS, else to the instance)."
+  description = "DNS name clients use (with route53_zone_id the record is created; otherwise point it at the load_balancer_dns_name output)."
   type        = string
   default     = null
 }
@@ -213,18 +219,71 @@ variable "db_ca_cert_identifier" {
   default     = "rds-ca-rsa2048-g1"
 }
 
+variable "db_snapshot_before_upgrade" {
+  description = "Take a manual database snapshot before a new image (which may migrate the schema) starts; the previous such snapshot is deleted once the new one exists."
+  type        = bool
+  default     = true
+}
+
+variable "db_snapshot_identifier" {
+  description = "Restore the database from this DB snapshot: takes effect only with -replace=module.database.aws_db_instance.this (see the restore drill in README.md); remove it after the restore."
+  type        = string
+  default     = null
+}
+
+variable "db_restore_to_point_in_time" {
+  description = "Restore the database to a point in time of an instance's backups: takes effect only with -replace=module.database.aws_db_instance.this (see the restore drill in README.md); remove it after the restore."
+  type = object({
+    source_db_instance_identifier = optional(string)
+    source_dbi_resource_id        = optional(string)
+    restore_time                  = optional(string)
+    use_latest_restorable_time    = optional(bool)
+  })
+  default = null
+}
+
 variable "db_password_version" {
-  description = "Increase to generate and set a new database password (the instance is replaced to pick it up)."
+  description = "Increase to generate and set a new database password (the servers roll to pick it up)."
   type        = number
   default     = 1
 }
 
 ################################################################################
-# Server
+# Servers
 ################################################################################
 
+variable "min_size" {
+  description = "Fewest MLflow servers running (behind the load balancer, all on one database and one bucket)."
+  type        = number
+  default     = 2
+}
+
+variable "max_size" {
+  description = "Most MLflow servers; an upgrade briefly runs new servers beside the old ones, within this limit."
+  type        = number
+  default     = 4
+}
+
+variable "desired_capacity" {
+  description = "MLflow servers to run (between min_size and max_size)."
+  type        = number
+  default     = 2
+}
+
+variable "health_check_grace_period" {
+  description = "Seconds a new server has to boot, pull the image and migrate the schema before failed health checks replace it."
+  type        = number
+  default     = 600
+}
+
+variable "create_autoscaling_service_linked_role" {
+  description = "Create the account's AWSServiceRoleForAutoScaling (only in an account that has never used Auto Scaling; the plan says so when it is missing)."
+  type        = bool
+  default     = false
+}
+
 variable "instance_type" {
-  description = "EC2 instance type of the server."
+  description = "EC2 instance type of each server."
   type        = string
   default     = "t3.small"
 }
@@ -236,7 +295,7 @@ variable "architecture" {
 }
 
 variable "ami_id" {
-  description = "AMI of the server; null: the latest Amazon Linux 2023."
+  description = "AMI of the servers; null: the latest Amazon Linux 2023 (a newer release rolls the servers, new ones first, at the next apply)."
   type        = string
   default     = null
 }
@@ -248,13 +307,13 @@ variable "root_volume_size" {
 }
 
 variable "associate_public_ip_address" {
-  description = "Give the instance a public IPv4 address; false only with an existing VPC whose public_subnet_ids reach ECR, Secrets Manager and SSM another way (NAT gateway, VPC endpoints)."
+  description = "Give each server a public IPv4 address (its security group admits only the load balancer); false only with an existing VPC whose public_subnet_ids reach ECR, Secrets Manager and SSM another way (NAT gateway, VPC endpoints)."
   type        = bool
   default     = true
 }
 
 variable "detailed_monitoring" {
-  description = "One-minute CloudWatch metrics for the instance."
+  description = "One-minute CloudWatch metrics for the servers."
   type        = bool
   default     = true
 }
@@ -266,7 +325,7 @@ variable "image" {
 }
 
 variable "image_tag" {
-  description = "Tag of the image in the created ECR repository."
+  description = "Tag of the image in the created ECR repository; a new tag snapshots the database and rolls the servers."
   type        = string
   default     = "0.1.0"
 }
@@ -278,7 +337,17 @@ variable "settings" {
 }
 
 variable "secrets_version" {
-  description = "Increase to generate a new admin password and Flask secret key (the admin password is used only when the admin account is first created)."
+  description = "Increase to generate a new admin password and Flask secret key and roll the servers (the admin password is used only when the admin account is first created)."
   type        = number
   default     = 1
+}
+
+################################################################################
+# Alarms
+################################################################################
+
+variable "alarm_emails" {
+  description = "Email addresses subscribed to the alarm topic (each confirms by email); empty: subscribe your own endpoints to the alarm_topic_arn output."
+  type        = list(string)
+  default     = []
 }

@@ -46,21 +46,54 @@ mock_provider "aws" {
 
   mock_resource "aws_lb" {
     defaults = {
-      arn      = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/test/0123456789abcdef"
-      dns_name = "test-123456789.us-east-1.elb.amazonaws.com"
+      arn        = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/test/0123456789abcdef"
+      arn_suffix = "app/test/0123456789abcdef"
+      dns_name   = "test-123456789.us-east-1.elb.amazonaws.com"
+      zone_id    = "Z35SXDOTRQ7X7K"
     }
   }
 
   mock_resource "aws_lb_target_group" {
     defaults = {
-      arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/test-server/0123456789abcdef"
+      arn        = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/test-server/0123456789abcdef"
+      arn_suffix = "targetgroup/test-server/0123456789abcdef"
     }
   }
 
-  mock_resource "aws_instance" {
+  mock_resource "aws_iam_instance_profile" {
     defaults = {
-      public_dns = "ec2-203-0-113-10.compute-1.amazonaws.com"
-      public_ip  = "203.0.113.10"
+      arn = "arn:aws:iam::123456789012:instance-profile/test-server-0001"
+    }
+  }
+
+  mock_resource "aws_acm_certificate" {
+    defaults = {
+      arn = "arn:aws:acm:us-east-1:123456789012:certificate/11111111-2222-3333-4444-555555555555"
+      domain_validation_options = [{
+        domain_name           = "mlflow.example.com"
+        resource_record_name  = "_0123456789abcdef.mlflow.example.com."
+        resource_record_type  = "CNAME"
+        resource_record_value = "_fedcba9876543210.acm-validations.aws."
+      }]
+    }
+  }
+
+  mock_resource "aws_acm_certificate_validation" {
+    defaults = {
+      certificate_arn = "arn:aws:acm:us-east-1:123456789012:certificate/11111111-2222-3333-4444-555555555555"
+    }
+  }
+
+  mock_resource "aws_launch_template" {
+    defaults = {
+      id             = "lt-0123456789abcdef0"
+      latest_version = 1
+    }
+  }
+
+  mock_data "aws_vpc" {
+    defaults = {
+      cidr_block = "10.42.0.0/16"
     }
   }
 }
@@ -82,7 +115,8 @@ override_resource {
 variables {
   name                       = "test"
   vpc_id                     = "vpc-0123456789abcdef0"
-  subnet_id                  = "subnet-0000000000000000a"
+  subnet_ids                 = ["subnet-0000000000000000a", "subnet-0000000000000000b"]
+  load_balancer_subnet_ids   = ["subnet-0000000000000000a", "subnet-0000000000000000b"]
   allowed_cidrs              = ["203.0.113.0/24", "2001:db8::/48"]
   bucket_name                = "test-artifacts"
   bucket_arn                 = "arn:aws:s3:::test-artifacts"
@@ -94,7 +128,7 @@ variables {
   flask_secret_key           = "NotARealFlaskSecretKey0123456789abcdef"
 }
 
-run "instance_requires_imdsv2_and_encrypts_its_disk" {
+run "servers_require_imdsv2_and_encrypt_their_disks" {
   command = apply
 
   module {
@@ -102,28 +136,79 @@ run "instance_requires_imdsv2_and_encrypts_its_disk" {
   }
 
   assert {
-    condition     = aws_instance.this.metadata_options[0].http_tokens == "required" && aws_instance.this.metadata_options[0].http_endpoint == "enabled"
+    condition     = aws_launch_template.this.metadata_options[0].http_tokens == "required" && aws_launch_template.this.metadata_options[0].http_endpoint == "enabled"
     error_message = "IMDSv2 (session tokens) must be required."
   }
 
   assert {
-    condition     = aws_instance.this.metadata_options[0].http_put_response_hop_limit <= 2
-    error_message = "The metadata service must not be reachable beyond the container on the instance."
+    condition     = aws_launch_template.this.metadata_options[0].http_put_response_hop_limit <= 2
+    error_message = "The metadata service must not be reachable beyond the container on the server."
   }
 
   assert {
-    condition     = aws_instance.this.root_block_device[0].encrypted && aws_instance.this.root_block_device[0].kms_key_id == var.kms_key_arn
+    condition     = aws_launch_template.this.block_device_mappings[0].device_name == "/dev/xvda" && aws_launch_template.this.block_device_mappings[0].ebs[0].encrypted == "true" && aws_launch_template.this.block_device_mappings[0].ebs[0].kms_key_id == var.kms_key_arn
     error_message = "The root volume must be encrypted with the stack's key."
   }
 
   assert {
-    condition     = aws_instance.this.ebs_optimized && aws_instance.this.monitoring && aws_instance.this.user_data_replace_on_change
-    error_message = "EBS-optimized, detailed monitoring, and a new instance for new user data expected."
+    condition     = aws_launch_template.this.ebs_optimized == "true" && aws_launch_template.this.monitoring[0].enabled && aws_launch_template.this.update_default_version
+    error_message = "EBS-optimized, detailed monitoring, and each new version the default expected."
+  }
+
+  assert {
+    condition     = aws_launch_template.this.iam_instance_profile[0].arn == aws_iam_instance_profile.this.arn && aws_launch_template.this.network_interfaces[0].security_groups == toset([aws_security_group.this.id])
+    error_message = "Servers must run with the stack's role, in their own security group only."
   }
 
   assert {
     condition     = aws_iam_role_policy_attachment.ssm.policy_arn == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
-    error_message = "The instance must be reachable through Session Manager."
+    error_message = "The servers must be reachable through Session Manager."
+  }
+}
+
+run "auto_scaling_group_heals_and_rolls_behind_the_load_balancer" {
+  command = apply
+
+  module {
+    source = "./modules/server"
+  }
+
+  assert {
+    condition     = aws_autoscaling_group.this.min_size == 2 && aws_autoscaling_group.this.desired_capacity == 2 && aws_autoscaling_group.this.max_size == 4
+    error_message = "Two servers by default, room for an instance refresh."
+  }
+
+  assert {
+    condition     = aws_autoscaling_group.this.health_check_type == "ELB" && aws_autoscaling_group.this.health_check_grace_period == 600 && aws_autoscaling_group.this.target_group_arns == toset([aws_lb_target_group.this.arn])
+    error_message = "The group must replace servers that fail the load balancer's health check."
+  }
+
+  assert {
+    condition     = aws_lb_target_group.this.health_check[0].path == "/health/live" && aws_lb_target_group.this.health_check[0].matcher == "200" && aws_lb_target_group.this.port == 5000
+    error_message = "Health checks must ask each server's process on the MLflow port."
+  }
+
+  assert {
+    condition     = aws_autoscaling_group.this.launch_template[0].id == aws_launch_template.this.id && aws_autoscaling_group.this.launch_template[0].version == tostring(aws_launch_template.this.latest_version)
+    error_message = "The group must run the launch template's latest version."
+  }
+
+  assert {
+    condition = (aws_autoscaling_group.this.instance_refresh[0].strategy == "Rolling"
+      && aws_autoscaling_group.this.instance_refresh[0].preferences[0].min_healthy_percentage == 100
+      && aws_autoscaling_group.this.instance_refresh[0].preferences[0].max_healthy_percentage == 200
+    && aws_autoscaling_group.this.instance_refresh[0].preferences[0].skip_matching)
+    error_message = "A new launch template version must roll the servers, new ones first."
+  }
+
+  assert {
+    condition     = contains(aws_autoscaling_group.this.enabled_metrics, "GroupInServiceInstances") && aws_autoscaling_group.this.wait_for_capacity_timeout == "0"
+    error_message = "Group metrics feed the alarms; the first apply must not wait for an image that is not pushed yet."
+  }
+
+  assert {
+    condition     = aws_autoscaling_group.this.vpc_zone_identifier == toset(var.subnet_ids)
+    error_message = "Servers spread over the given subnets."
   }
 }
 
@@ -177,7 +262,7 @@ run "instance_role_is_scoped_to_this_bucket_and_these_secrets" {
   }
 }
 
-run "no_ingress_from_the_internet_by_default" {
+run "only_the_load_balancer_reaches_the_servers" {
   command = apply
 
   module {
@@ -185,29 +270,34 @@ run "no_ingress_from_the_internet_by_default" {
   }
 
   assert {
-    condition     = toset([for rule in aws_vpc_security_group_ingress_rule.mlflow_ipv4 : rule.cidr_ipv4]) == toset(["203.0.113.0/24"]) && toset([for rule in aws_vpc_security_group_ingress_rule.mlflow_ipv6 : rule.cidr_ipv6]) == toset(["2001:db8::/48"])
-    error_message = "The MLflow port must be open to allowed_cidrs exactly."
+    condition     = toset([for rule in aws_vpc_security_group_ingress_rule.alb_ipv4 : rule.cidr_ipv4]) == toset(["203.0.113.0/24"]) && toset([for rule in aws_vpc_security_group_ingress_rule.alb_ipv6 : rule.cidr_ipv6]) == toset(["2001:db8::/48"])
+    error_message = "The load balancer must be open to allowed_cidrs exactly."
   }
 
   assert {
     condition = alltrue([
-      for rule in concat(values(aws_vpc_security_group_ingress_rule.mlflow_ipv4), values(aws_vpc_security_group_ingress_rule.mlflow_ipv6)) :
-      rule.from_port == 5000 && rule.to_port == 5000 && rule.security_group_id == aws_security_group.this.id
+      for rule in concat(values(aws_vpc_security_group_ingress_rule.alb_ipv4), values(aws_vpc_security_group_ingress_rule.alb_ipv6)) :
+      rule.from_port == 80 && rule.to_port == 80 && rule.security_group_id == "sg-0b0b0b0b0b0b0b0b0"
     ])
-    error_message = "Only the MLflow port may be open."
+    error_message = "Without TLS only port 80 of the load balancer may be open."
   }
 
   assert {
     condition = !anytrue([
-      for rule in concat(values(aws_vpc_security_group_ingress_rule.mlflow_ipv4), values(aws_vpc_security_group_ingress_rule.mlflow_ipv6)) :
+      for rule in concat(values(aws_vpc_security_group_ingress_rule.alb_ipv4), values(aws_vpc_security_group_ingress_rule.alb_ipv6)) :
       contains(["0.0.0.0/0", "::/0"], coalesce(rule.cidr_ipv4, rule.cidr_ipv6))
     ])
     error_message = "No ingress from 0.0.0.0/0 or ::/0."
   }
 
   assert {
-    condition     = length(aws_security_group.this.ingress) == 0 && length(aws_lb.this) == 0 && length(aws_vpc_security_group_ingress_rule.mlflow_from_load_balancer) == 0
-    error_message = "Without a certificate there is no load balancer and no other ingress."
+    condition     = aws_vpc_security_group_ingress_rule.mlflow_from_load_balancer.referenced_security_group_id == "sg-0b0b0b0b0b0b0b0b0" && aws_vpc_security_group_ingress_rule.mlflow_from_load_balancer.security_group_id == "sg-0a0a0a0a0a0a0a0a0" && aws_vpc_security_group_ingress_rule.mlflow_from_load_balancer.from_port == 5000
+    error_message = "The servers must admit the MLflow port from the load balancer's security group only."
+  }
+
+  assert {
+    condition     = length(aws_security_group.this.ingress) == 0
+    error_message = "The servers' group has no other ingress."
   }
 
   assert {
@@ -216,13 +306,18 @@ run "no_ingress_from_the_internet_by_default" {
   }
 
   assert {
-    condition     = aws_instance.this.vpc_security_group_ids == toset([aws_security_group.this.id])
-    error_message = "The instance must be in its own security group only."
+    condition     = length(aws_lb_listener.http) == 1 && aws_lb_listener.http[0].port == 80 && aws_lb_listener.http[0].default_action[0].type == "forward" && length(aws_lb_listener.https) == 0 && length(aws_acm_certificate.this) == 0
+    error_message = "Without a certificate, one plain HTTP listener forwards to the servers."
   }
 
   assert {
-    condition     = output.tracking_uri == "http://ec2-203-0-113-10.compute-1.amazonaws.com:5000"
-    error_message = "Without TLS, clients reach the instance's public name on port 5000."
+    condition     = !aws_lb.this.internal && aws_lb.this.drop_invalid_header_fields
+    error_message = "An internet-facing load balancer that drops invalid headers expected."
+  }
+
+  assert {
+    condition     = output.tracking_uri == "http://test-123456789.us-east-1.elb.amazonaws.com"
+    error_message = "Clients use the load balancer's name: it stays the same when servers are replaced."
   }
 }
 
@@ -231,6 +326,10 @@ run "user_data_writes_the_settings_contract" {
 
   module {
     source = "./modules/server"
+  }
+
+  variables {
+    database_snapshot_id = "test-before-0-1-0"
   }
 
   assert {
@@ -246,7 +345,8 @@ run "user_data_writes_the_settings_contract" {
       "MLFLOW_STACK_S3_REGION=us-east-1\n",
       "MLFLOW_STACK_HOST=0.0.0.0\n",
       "MLFLOW_STACK_PORT=5000\n",
-      "MLFLOW_STACK_ALLOWED_HOSTS=$${PUBLIC_HOSTNAME},$${PUBLIC_IPV4}\n",
+      "MLFLOW_STACK_ALLOWED_HOSTS=test-123456789.us-east-1.elb.amazonaws.com\n",
+      "MLFLOW_STACK_TRUSTED_PROXIES=10.42.0.0/16\n",
       "MLFLOW_AUTH_ADMIN_PASSWORD=$${MLFLOW_AUTH_ADMIN_PASSWORD}\n",
       "MLFLOW_FLASK_SERVER_SECRET_KEY=$${MLFLOW_FLASK_SERVER_SECRET_KEY}\n",
       "MLFLOW_STACK_WORKERS=2\n",
@@ -262,6 +362,11 @@ run "user_data_writes_the_settings_contract" {
   assert {
     condition     = strcontains(output.user_data, "--env-file $ENV_FILE") && strcontains(output.user_data, "Restart=on-failure") && strcontains(output.user_data, "123456789012.dkr.ecr.us-east-1.amazonaws.com/test/mlflow-server:0.1.0")
     error_message = "The unit must run the stack's image with the env file and restart on failure."
+  }
+
+  assert {
+    condition     = aws_launch_template.this.user_data == base64encode(output.user_data) && strcontains(output.user_data, "test-before-0-1-0")
+    error_message = "The launch template carries the boot script, which names the snapshot taken before its image."
   }
 
   assert {
@@ -296,7 +401,7 @@ run "settings_can_be_overridden" {
   }
 }
 
-run "tls_puts_an_https_load_balancer_in_front" {
+run "a_certificate_of_your_own_serves_https_and_redirects_http" {
   command = apply
 
   module {
@@ -304,19 +409,13 @@ run "tls_puts_an_https_load_balancer_in_front" {
   }
 
   variables {
-    certificate_arn          = "arn:aws:acm:us-east-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
-    load_balancer_subnet_ids = ["subnet-0000000000000000a", "subnet-0000000000000000b"]
-    domain_name              = "mlflow.example.com"
-  }
-
-  assert {
-    condition     = length(aws_lb.this) == 1 && !aws_lb.this[0].internal && aws_lb.this[0].drop_invalid_header_fields
-    error_message = "An internet-facing load balancer that drops invalid headers expected."
+    certificate_arn = "arn:aws:acm:us-east-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
+    domain_name     = "mlflow.example.com"
   }
 
   assert {
     condition     = length(aws_lb_listener.https) == 1 && aws_lb_listener.https[0].port == 443 && aws_lb_listener.https[0].protocol == "HTTPS" && aws_lb_listener.https[0].certificate_arn == var.certificate_arn
-    error_message = "The only listener must be HTTPS on 443 with the given certificate."
+    error_message = "An HTTPS listener on 443 with the given certificate expected."
   }
 
   assert {
@@ -325,24 +424,109 @@ run "tls_puts_an_https_load_balancer_in_front" {
   }
 
   assert {
-    condition     = toset([for rule in aws_vpc_security_group_ingress_rule.https_ipv4 : rule.cidr_ipv4]) == toset(["203.0.113.0/24"]) && alltrue([for rule in aws_vpc_security_group_ingress_rule.https_ipv4 : rule.from_port == 443 && rule.security_group_id == "sg-0b0b0b0b0b0b0b0b0"])
-    error_message = "The load balancer must admit HTTPS from allowed_cidrs only."
+    condition = (length(aws_lb_listener.http) == 0 && length(aws_lb_listener.http_redirect) == 1
+      && aws_lb_listener.http_redirect[0].default_action[0].type == "redirect"
+      && aws_lb_listener.http_redirect[0].default_action[0].redirect[0].protocol == "HTTPS"
+    && aws_lb_listener.http_redirect[0].default_action[0].redirect[0].status_code == "HTTP_301")
+    error_message = "Port 80 must only redirect to HTTPS."
   }
 
   assert {
-    condition     = length(aws_vpc_security_group_ingress_rule.mlflow_ipv4) == 0 && length(aws_vpc_security_group_ingress_rule.mlflow_ipv6) == 0
-    error_message = "With TLS, no address range may reach the instance directly."
+    condition     = toset([for rule in aws_vpc_security_group_ingress_rule.alb_ipv4 : "${rule.from_port} ${rule.cidr_ipv4}"]) == toset(["80 203.0.113.0/24", "443 203.0.113.0/24"])
+    error_message = "The load balancer must admit HTTP (redirected) and HTTPS from allowed_cidrs only."
   }
 
   assert {
-    condition     = aws_vpc_security_group_ingress_rule.mlflow_from_load_balancer[0].referenced_security_group_id == "sg-0b0b0b0b0b0b0b0b0" && aws_vpc_security_group_ingress_rule.mlflow_from_load_balancer[0].security_group_id == "sg-0a0a0a0a0a0a0a0a0"
-    error_message = "The instance must admit the MLflow port from the load balancer's security group only."
+    condition     = length(aws_acm_certificate.this) == 0 && length(aws_route53_record.alias) == 0
+    error_message = "With a certificate of your own, no certificate or record is created."
   }
 
   assert {
-    condition     = output.tracking_uri == "https://mlflow.example.com" && strcontains(output.user_data, "MLFLOW_STACK_ALLOWED_HOSTS=mlflow.example.com,test-123456789.us-east-1.elb.amazonaws.com,")
+    condition     = output.tracking_uri == "https://mlflow.example.com" && strcontains(output.user_data, "MLFLOW_STACK_ALLOWED_HOSTS=mlflow.example.com,test-123456789.us-east-1.elb.amazonaws.com\n")
     error_message = "Clients use https://<domain_name>, and both names are allowed hosts."
   }
+}
+
+run "a_route53_zone_makes_tls_one_variable" {
+  command = apply
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    route53_zone_id = "Z0123456789ABCDEFGHIJ"
+    domain_name     = "mlflow.example.com"
+  }
+
+  assert {
+    condition     = aws_acm_certificate.this[0].domain_name == "mlflow.example.com" && aws_acm_certificate.this[0].validation_method == "DNS"
+    error_message = "A DNS-validated certificate for domain_name expected."
+  }
+
+  assert {
+    condition     = aws_acm_certificate_validation.this[0].certificate_arn == aws_acm_certificate.this[0].arn && aws_lb_listener.https[0].certificate_arn == aws_acm_certificate_validation.this[0].certificate_arn
+    error_message = "The HTTPS listener must use the certificate once validated."
+  }
+
+  assert {
+    condition     = aws_route53_record.validation[0].zone_id == var.route53_zone_id && aws_route53_record.validation[0].type == "CNAME" && aws_route53_record.validation[0].records == toset(["_fedcba9876543210.acm-validations.aws."])
+    error_message = "The certificate must be validated through a record in the zone."
+  }
+
+  assert {
+    condition     = aws_route53_record.alias[0].zone_id == var.route53_zone_id && aws_route53_record.alias[0].name == "mlflow.example.com" && aws_route53_record.alias[0].type == "A" && one(aws_route53_record.alias[0].alias).name == "test-123456789.us-east-1.elb.amazonaws.com" && one(aws_route53_record.alias[0].alias).zone_id == "Z35SXDOTRQ7X7K"
+    error_message = "domain_name must be an alias of the load balancer in the zone."
+  }
+
+  assert {
+    condition     = length(aws_lb_listener.http_redirect) == 1 && length(aws_lb_listener.http) == 0 && output.tracking_uri == "https://mlflow.example.com"
+    error_message = "HTTP must redirect to HTTPS, and clients use https://<domain_name>."
+  }
+}
+
+run "rejects_a_zone_without_a_domain_name" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    route53_zone_id = "Z0123456789ABCDEFGHIJ"
+  }
+
+  expect_failures = [var.route53_zone_id]
+}
+
+run "rejects_a_zone_and_a_certificate_together" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    route53_zone_id = "Z0123456789ABCDEFGHIJ"
+    domain_name     = "mlflow.example.com"
+    certificate_arn = "arn:aws:acm:us-east-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
+  }
+
+  expect_failures = [var.certificate_arn]
+}
+
+run "rejects_desired_capacity_outside_the_limits" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    desired_capacity = 5
+  }
+
+  expect_failures = [aws_autoscaling_group.this]
 }
 
 run "rejects_empty_allowed_cidrs" {
@@ -414,7 +598,7 @@ run "admits_the_whole_internet_with_opt_in" {
   }
 
   assert {
-    condition     = aws_vpc_security_group_ingress_rule.mlflow_ipv4["0.0.0.0/0"].cidr_ipv4 == "0.0.0.0/0"
+    condition     = aws_vpc_security_group_ingress_rule.alb_ipv4["80 0.0.0.0/0"].cidr_ipv4 == "0.0.0.0/0"
     error_message = "allow_public_ingress must permit a /0 block."
   }
 }
@@ -461,7 +645,7 @@ run "rejects_a_setting_value_the_shell_would_expand" {
   expect_failures = [var.settings]
 }
 
-run "rejects_a_certificate_without_load_balancer_subnets" {
+run "rejects_a_single_load_balancer_subnet" {
   command = plan
 
   module {
@@ -469,7 +653,7 @@ run "rejects_a_certificate_without_load_balancer_subnets" {
   }
 
   variables {
-    certificate_arn = "arn:aws:acm:us-east-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
+    load_balancer_subnet_ids = ["subnet-0000000000000000a"]
   }
 
   expect_failures = [var.load_balancer_subnet_ids]

@@ -21,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TERRAFORM_SRC = REPO / "terraform"
-MODULES = ("network", "database", "artifacts", "server")
+MODULES = ("network", "database", "artifacts", "server", "alarms")
 #: The local provider mirror (hashicorp/aws only); nothing is fetched from a registry.
 PROVIDER_MIRROR = Path(os.environ.get("TERRAFORM_PROVIDER_MIRROR", "/opt/tf-plugins"))
 
@@ -129,7 +129,11 @@ class Terraform:
         return Running(process, log, time.monotonic())
 
     def init(self) -> None:
-        self.run("init", "-input=false", "-no-color", timeout=180)
+        # The committed lock file must already name the provider and a hash of the package the
+        # mirror holds (-lockfile=readonly): what users install is what the tests ran.
+        locked = (self.workdir / ".terraform.lock.hcl").is_file()
+        args = ("-lockfile=readonly",) if locked else ()
+        self.run("init", "-input=false", "-no-color", *args, timeout=180)
 
 
 class TerraformFactory:
@@ -160,7 +164,7 @@ class TerraformFactory:
         shutil.copytree(
             TERRAFORM_SRC,
             target,
-            ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", ".terraform.lock.hcl"),
+            ignore=shutil.ignore_patterns(".terraform", "*.tfstate*"),
         )
         data_dir = self.root / f"{name}-data" / (subdir or "root")
         data_dir.mkdir(parents=True)
@@ -209,19 +213,27 @@ class MotoServer:
 
 
 def start_moto(directory: Path) -> MotoServer:
-    binary = find_tool("moto_server")
+    """moto on a free loopback port, with the emulator extensions of moto_launcher.py (instance
+    refreshes, the RDS default CA, ...)."""
     port = _free_port()
     log = directory / "moto.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
-    # Without the managed policies, attaching AmazonSSMManagedInstanceCore answers 404.
-    env.update(fake_aws_environment(), MOTO_IAM_LOAD_MANAGED_POLICIES="true")
+    # Without the managed policies, attaching AmazonSSMManagedInstanceCore answers 404. ACM
+    # issues a DNS-validated certificate at once instead of after 60 s.
+    env.update(
+        fake_aws_environment(),
+        MOTO_IAM_LOAD_MANAGED_POLICIES="true",
+        MOTO_ACM_VALIDATION_WAIT="0",
+    )
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "tests.terraform.moto_launcher", "-H", "127.0.0.1",
+             "-p", str(port)],
+            cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
-        )
+        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

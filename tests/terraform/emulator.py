@@ -1,8 +1,10 @@
 """Two deployments of the root configuration against moto servers on loopback, applied side by
 side and in the background (the apply waits ~2 minutes on provider waiters, so the other
-Terraform tests run meanwhile): the default (plain HTTP on port 5000 for allowed_cidrs) and the
-HTTPS variant (an ALB with an ACM certificate in front). Each has its own moto server, because
-moto holds only one aws_db_instance per server."""
+Terraform tests run meanwhile): the defaults users get (two servers behind the load balancer on
+plain HTTP, detailed monitoring, the database's CA) and the HTTPS variant (TLS in one variable:
+a Route 53 zone, so a DNS-validated certificate, an alias record and the HTTP redirect). Each has
+its own moto server (tests/terraform/moto_launcher.py), because moto holds only one
+aws_db_instance per server."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,11 @@ from tests.terraform.conftest import MotoServer, Running, Terraform, TerraformFa
 
 ALLOWED_CIDRS = ["203.0.113.0/24", "2001:db8::/48"]
 DOMAIN = "mlflow.example.com"
+ZONE = "example.com"
 SERVICES = (
+    "acm",
+    "autoscaling",
+    "cloudwatch",
     "ec2",
     "ecr",
     "elbv2",
@@ -28,8 +35,10 @@ SERVICES = (
     "kms",
     "logs",
     "rds",
+    "route53",
     "s3",
     "secretsmanager",
+    "sns",
     "ssm",
     "sts",
 )
@@ -60,7 +69,7 @@ class Variant:
     name: str
     tls: bool
 
-    def tfvars(self, certificate_arn: str) -> str:
+    def tfvars(self, zone_id: str) -> str:
         text = f"""\
 name                        = "{self.name}"
 allowed_cidrs               = {json.dumps(ALLOWED_CIDRS)}
@@ -70,13 +79,11 @@ skip_final_snapshot         = true
 force_destroy               = true
 secret_recovery_window_days = 0
 kms_deletion_window_days    = 7
-# moto gaps: MonitorInstances is not implemented (apply would hang), and CreateDBInstance
-# ignores the CA, which costs a second 80 s wait for a ModifyDBInstance.
-detailed_monitoring   = false
-db_ca_cert_identifier = null
+# moto's account has never used Auto Scaling, so it has no service-linked role yet.
+create_autoscaling_service_linked_role = true
 """
         if self.tls:
-            text += f'certificate_arn = "{certificate_arn}"\ndomain_name     = "{DOMAIN}"\n'
+            text += f'route53_zone_id = "{zone_id}"\ndomain_name     = "{DOMAIN}"\n'
         return text
 
 
@@ -88,7 +95,7 @@ class Deployment:
     variant: Variant
     terraform: Terraform
     moto: MotoServer
-    certificate_arn: str = ""
+    zone_id: str = ""
     apply_output: str = ""
     apply_seconds: float = 0.0
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -96,15 +103,31 @@ class Deployment:
     def aws(self, service: str) -> Any:
         return self.moto.client(service)
 
+    def group(self) -> dict[str, Any]:
+        """The servers' Auto Scaling group as AWS describes it."""
+        (group,) = self.aws("autoscaling").describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.outputs["autoscaling_group_name"]]
+        )["AutoScalingGroups"]
+        return dict(group)
+
+    @property
+    def instance_ids(self) -> list[str]:
+        """The group's servers."""
+        return sorted(i["InstanceId"] for i in self.group()["Instances"])
+
     @property
     def instance_id(self) -> str:
-        return str(self.outputs["instance_id"])
+        return self.instance_ids[0]
+
+    def instances(self) -> list[dict[str, Any]]:
+        reservations = self.aws("ec2").describe_instances(InstanceIds=self.instance_ids)
+        return [dict(i) for r in reservations["Reservations"] for i in r["Instances"]]
 
     def instance(self) -> dict[str, Any]:
-        reservations = self.aws("ec2").describe_instances(InstanceIds=[self.instance_id])
-        return dict(reservations["Reservations"][0]["Instances"][0])
+        return self.instances()[0]
 
     def user_data(self) -> str:
+        """The boot script a server actually received (from the launch template)."""
         attribute = self.aws("ec2").describe_instance_attribute(
             InstanceId=self.instance_id, Attribute="userData"
         )
@@ -112,8 +135,8 @@ class Deployment:
 
     def boot_prepare(self, directory: Path) -> BootPrepare:
         """Run the rendered boot script's `prepare` step, as systemd does before each start,
-        with aws, curl, jq and docker stubbed: secrets come from moto, the public name and
-        address from the instance moto describes. It writes the env file into ``directory``."""
+        with aws, curl, jq and docker stubbed: secrets come from moto, the instance ID from a
+        server of the group moto describes. It writes the env file into ``directory``."""
         instance = self.instance()
         stubs = directory / "bin"
         stubs.mkdir()
@@ -130,8 +153,7 @@ class Deployment:
             "MLFLOW_STACK_ENV_DIR": str(directory / "etc"),
             "MOTO_URL": self.moto.url,
             "STUB_CALLS": str(calls),
-            "STUB_PUBLIC_HOSTNAME": instance.get("PublicDnsName", ""),
-            "STUB_PUBLIC_IPV4": instance.get("PublicIpAddress", ""),
+            "STUB_INSTANCE_ID": instance["InstanceId"],
         }
         result = subprocess.run(
             ["/bin/bash", str(script), "prepare"],
@@ -142,6 +164,20 @@ class Deployment:
             check=False,
         )
         return BootPrepare(result, directory / "etc" / "mlflow.env", calls, script)
+
+    def plan(self, *args: str) -> dict[str, Any]:
+        """A saved plan (upgrade.tfplan) with extra arguments, as `terraform show -json` has it."""
+        self.terraform.run("plan", "-no-color", "-out=upgrade.tfplan", *args, timeout=600)
+        return dict(json.loads(self.terraform.run("show", "-json", "upgrade.tfplan").stdout))
+
+    def apply_plan(self) -> float:
+        """Apply upgrade.tfplan; the outputs are read again. Returns the wall time."""
+        started = time.monotonic()
+        self.terraform.run("apply", "-no-color", "-parallelism=20", "upgrade.tfplan", timeout=900)
+        seconds = time.monotonic() - started
+        outputs = json.loads(self.terraform.run("output", "-json").stdout)
+        self.outputs = {name: value["value"] for name, value in outputs.items()}
+        return seconds
 
     def secret(self, arn: str) -> dict[str, str]:
         value = self.aws("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
@@ -186,10 +222,8 @@ import os, sys
 url = next(arg for arg in sys.argv[1:] if arg.startswith("http://"))
 if url.endswith("/latest/api/token"):
     print("imds-token", end="")
-elif url.endswith("/meta-data/public-hostname"):
-    print(os.environ["STUB_PUBLIC_HOSTNAME"], end="")
-elif url.endswith("/meta-data/public-ipv4"):
-    print(os.environ["STUB_PUBLIC_IPV4"], end="")
+elif url.endswith("/meta-data/instance-id"):
+    print(os.environ["STUB_INSTANCE_ID"], end="")
 else:
     sys.exit(22)
 """
@@ -220,14 +254,11 @@ class Emulation:
             terraform = factory.copy(f"moto-{variant.key}")
             deployed = Deployment(variant, terraform, server)
             if variant.tls:
-                acm = server.client("acm")
-                deployed.certificate_arn = acm.request_certificate(DomainName=DOMAIN)[
-                    "CertificateArn"
-                ]
+                route53 = server.client("route53")
+                zone = route53.create_hosted_zone(Name=ZONE, CallerReference=variant.name)
+                deployed.zone_id = zone["HostedZone"]["Id"].rsplit("/", 1)[-1]
             (terraform.workdir / "moto_override.tf").write_text(moto_override(server.url))
-            (terraform.workdir / "moto.auto.tfvars").write_text(
-                variant.tfvars(deployed.certificate_arn)
-            )
+            (terraform.workdir / "moto.auto.tfvars").write_text(variant.tfvars(deployed.zone_id))
             terraform.init()
             self.deployments.append(deployed)
         self._applying: dict[str, Running] | None = self._start(APPLY)

@@ -1,5 +1,8 @@
-"""`terraform test` with mocked AWS providers (terraform/tests/*.tftest.hcl): the plans of every
-module asserted offline. The files run concurrently; each must report all its runs passed."""
+"""`terraform test` (terraform/tests/*.tftest.hcl): the plans of every module with a mocked AWS
+provider, and of the root configuration as a whole (stack.tftest.hcl), whose ephemeral
+passwords need a real provider: it talks to a moto server started here, which only generates
+them (every other value is overridden in the file). The files run concurrently; each must
+report all its runs passed."""
 
 from __future__ import annotations
 
@@ -8,9 +11,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.terraform.conftest import MODULES, TERRAFORM_SRC, Running, Terraform
+from tests.terraform.conftest import (
+    MODULES,
+    TERRAFORM_SRC,
+    Running,
+    Terraform,
+    start_moto,
+    stop_moto,
+)
 
 TEST_FILES = sorted(p.name for p in (TERRAFORM_SRC / "tests").glob("*.tftest.hcl"))
+#: Test files whose provider is real and pointed at moto (moto_url).
+NEEDS_MOTO = {"stack.tftest.hcl"}
 _RUN_BLOCK = re.compile(r'^run "([^"]+)" \{$', re.MULTILINE)
 _SUMMARY = re.compile(r"^Success! (\d+) passed, 0 failed\.$", re.MULTILINE)
 
@@ -25,8 +37,17 @@ def terraform_test_runs(
 ) -> Iterator[dict[str, Running]]:
     """Every test file started at once (they share the initialised root, and only read it)."""
     logs = tmp_path_factory.mktemp("terraform-test")
+    moto = start_moto(tmp_path_factory.mktemp("moto-passwords"))
+    moto_vars = logs / "moto.tfvars"
+    moto_vars.write_text(f'moto_url = "{moto.url}"\n')
     running = {
-        name: tf_root.start("test", "-no-color", f"-filter=tests/{name}", log=logs / f"{name}.log")
+        name: tf_root.start(
+            "test",
+            "-no-color",
+            f"-filter=tests/{name}",
+            *([f"-var-file={moto_vars}"] if name in NEEDS_MOTO else []),
+            log=logs / f"{name}.log",
+        )
         for name in TEST_FILES
     }
     try:
@@ -34,6 +55,7 @@ def terraform_test_runs(
     finally:
         for run in running.values():
             run.stop()
+        stop_moto(moto)
 
 
 def test_every_module_has_a_test_file() -> None:

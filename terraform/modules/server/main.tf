@@ -2,6 +2,10 @@ data "aws_region" "current" {}
 
 data "aws_partition" "current" {}
 
+data "aws_vpc" "this" {
+  id = var.vpc_id
+}
+
 data "aws_ssm_parameter" "ami" {
   count = var.ami_id == null ? 1 : 0
 
@@ -11,8 +15,12 @@ data "aws_ssm_parameter" "ami" {
 locals {
   region    = data.aws_region.current.name
   partition = data.aws_partition.current.partition
-  tls       = var.certificate_arn != null
-  ami_id    = var.ami_id != null ? var.ami_id : data.aws_ssm_parameter.ami[0].insecure_value
+  # TLS with the caller's certificate, or with one this module requests and validates in the
+  # Route 53 zone.
+  create_certificate = var.route53_zone_id != null
+  tls                = var.certificate_arn != null || local.create_certificate
+  certificate_arn    = local.create_certificate ? aws_acm_certificate_validation.this[0].certificate_arn : var.certificate_arn
+  ami_id             = var.ami_id != null ? var.ami_id : data.aws_ssm_parameter.ami[0].insecure_value
 
   create_repository = var.image == null
   image             = local.create_repository ? "${aws_ecr_repository.this[0].repository_url}:${var.image_tag}" : var.image
@@ -23,14 +31,16 @@ locals {
   ipv6_cidrs     = [for cidr in var.allowed_cidrs : cidr if strcontains(cidr, ":")]
   ipv4_cidrs     = [for cidr in var.allowed_cidrs : cidr if !strcontains(cidr, ":")]
 
-  # Host names clients may use (MLFLOW_STACK_ALLOWED_HOSTS): the domain name, the load
-  # balancer's name, and the instance's public name and address, which the boot script reads
-  # from the instance metadata. Localhost and private addresses are always allowed.
+  # Host names clients may use (MLFLOW_STACK_ALLOWED_HOSTS): the domain name and the load
+  # balancer's name, both known before any server starts. Localhost and private addresses (the
+  # load balancer's health checks) are always allowed.
   allowed_hosts = join(",", concat(
     var.domain_name == null ? [] : [var.domain_name],
-    local.tls ? [aws_lb.this[0].dns_name] : [],
-    ["$${PUBLIC_HOSTNAME}", "$${PUBLIC_IPV4}"],
+    [aws_lb.this.dns_name],
   ))
+  # The stable address: it names the load balancer, never a server, so it survives upgrades.
+  public_host  = coalesce(var.domain_name, aws_lb.this.dns_name)
+  tracking_uri = local.tls ? "https://${local.public_host}" : "http://${local.public_host}"
 
   # Settings a user may change through var.settings, with the defaults of .env.example.
   setting_defaults = {
@@ -50,21 +60,23 @@ locals {
   # fills in on the instance: passwords read from Secrets Manager through the instance role,
   # and names read from the instance metadata. They never pass through Terraform.
   environment = merge(local.setting_defaults, var.settings, {
-    POSTGRES_HOST                  = var.database_address
-    POSTGRES_PORT                  = tostring(var.database_port)
-    POSTGRES_USER                  = var.database_username
-    POSTGRES_PASSWORD              = "$${POSTGRES_PASSWORD}"
-    POSTGRES_DB                    = var.database_name
-    POSTGRES_SSLMODE               = "require"
-    MLFLOW_STACK_S3_BUCKET         = var.bucket_name
-    MLFLOW_STACK_S3_ENDPOINT_URL   = "" # empty: AWS S3
-    MLFLOW_STACK_S3_ACCESS_KEY     = "" # empty (with the secret key): the instance role
-    MLFLOW_STACK_S3_SECRET_KEY     = ""
-    MLFLOW_STACK_S3_REGION         = local.region
-    MLFLOW_STACK_HOST              = "0.0.0.0" # inside the container
-    MLFLOW_STACK_PORT              = tostring(local.container_port)
-    MLFLOW_STACK_ALLOWED_HOSTS     = local.allowed_hosts
-    MLFLOW_STACK_TRUSTED_PROXIES   = join(",", var.trusted_proxies)
+    POSTGRES_HOST                = var.database_address
+    POSTGRES_PORT                = tostring(var.database_port)
+    POSTGRES_USER                = var.database_username
+    POSTGRES_PASSWORD            = "$${POSTGRES_PASSWORD}"
+    POSTGRES_DB                  = var.database_name
+    POSTGRES_SSLMODE             = "require"
+    MLFLOW_STACK_S3_BUCKET       = var.bucket_name
+    MLFLOW_STACK_S3_ENDPOINT_URL = "" # empty: AWS S3
+    MLFLOW_STACK_S3_ACCESS_KEY   = "" # empty (with the secret key): the instance role
+    MLFLOW_STACK_S3_SECRET_KEY   = ""
+    MLFLOW_STACK_S3_REGION       = local.region
+    MLFLOW_STACK_HOST            = "0.0.0.0" # inside the container
+    MLFLOW_STACK_PORT            = tostring(local.container_port)
+    MLFLOW_STACK_ALLOWED_HOSTS   = local.allowed_hosts
+    # Every request comes through the load balancer, from inside the VPC: its X-Forwarded-For
+    # names the client, so failed logins are limited per client, not per load-balancer node.
+    MLFLOW_STACK_TRUSTED_PROXIES   = data.aws_vpc.this.cidr_block
     MLFLOW_AUTH_ADMIN_PASSWORD     = "$${MLFLOW_AUTH_ADMIN_PASSWORD}"
     MLFLOW_FLASK_SERVER_SECRET_KEY = "$${MLFLOW_FLASK_SERVER_SECRET_KEY}"
   })
@@ -80,6 +92,8 @@ locals {
     app_secret_arn   = aws_secretsmanager_secret.app.arn
     secrets_version  = var.secrets_version
     password_version = var.database_password_version
+    # The launch template waits for the snapshot taken before this image migrates the schema.
+    database_snapshot = var.database_snapshot_id == null ? "" : var.database_snapshot_id
   })
 }
 
@@ -252,12 +266,69 @@ resource "aws_iam_instance_profile" "this" {
 }
 
 ################################################################################
-# Security groups: the MLflow port from allowed_cidrs (or from the load balancer only)
+# Security groups: the load balancer's listeners for allowed_cidrs; the servers' port for the
+# load balancer only
 ################################################################################
+
+locals {
+  # Port 80 always (plain HTTP, or the redirect to HTTPS); 443 with TLS.
+  listener_ports = local.tls ? [80, 443] : [80]
+  ingress_ipv4   = { for pair in setproduct(local.listener_ports, local.ipv4_cidrs) : "${pair[0]} ${pair[1]}" => { port = pair[0], cidr = pair[1] } }
+  ingress_ipv6   = { for pair in setproduct(local.listener_ports, local.ipv6_cidrs) : "${pair[0]} ${pair[1]}" => { port = pair[0], cidr = pair[1] } }
+}
+
+resource "aws_security_group" "alb" {
+  name_prefix = "${var.name}-alb-"
+  description = "Load balancer of ${var.name}"
+  vpc_id      = var.vpc_id
+
+  tags = merge(var.tags, { Name = "${var.name}-alb" })
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "alb_ipv4" {
+  for_each = local.ingress_ipv4
+
+  security_group_id = aws_security_group.alb.id
+  description       = each.value.port == 443 ? "HTTPS from an allowed network" : "HTTP from an allowed network"
+  ip_protocol       = "tcp"
+  from_port         = each.value.port
+  to_port           = each.value.port
+  cidr_ipv4         = each.value.cidr
+
+  tags = var.tags
+}
+
+resource "aws_vpc_security_group_ingress_rule" "alb_ipv6" {
+  for_each = local.ingress_ipv6
+
+  security_group_id = aws_security_group.alb.id
+  description       = each.value.port == 443 ? "HTTPS from an allowed network" : "HTTP from an allowed network"
+  ip_protocol       = "tcp"
+  from_port         = each.value.port
+  to_port           = each.value.port
+  cidr_ipv6         = each.value.cidr
+
+  tags = var.tags
+}
+
+resource "aws_vpc_security_group_egress_rule" "alb_to_server" {
+  security_group_id            = aws_security_group.alb.id
+  description                  = "MLflow on the servers"
+  ip_protocol                  = "tcp"
+  from_port                    = local.container_port
+  to_port                      = local.container_port
+  referenced_security_group_id = aws_security_group.this.id
+
+  tags = var.tags
+}
 
 resource "aws_security_group" "this" {
   name_prefix = "${var.name}-server-"
-  description = "MLflow server of ${var.name}"
+  description = "MLflow servers of ${var.name}"
   vpc_id      = var.vpc_id
 
   tags = merge(var.tags, { Name = "${var.name}-server" })
@@ -267,41 +338,13 @@ resource "aws_security_group" "this" {
   }
 }
 
-resource "aws_vpc_security_group_ingress_rule" "mlflow_ipv4" {
-  for_each = local.tls ? toset([]) : toset(local.ipv4_cidrs)
-
-  security_group_id = aws_security_group.this.id
-  description       = "MLflow from an allowed network"
-  ip_protocol       = "tcp"
-  from_port         = local.container_port
-  to_port           = local.container_port
-  cidr_ipv4         = each.value
-
-  tags = var.tags
-}
-
-resource "aws_vpc_security_group_ingress_rule" "mlflow_ipv6" {
-  for_each = local.tls ? toset([]) : toset(local.ipv6_cidrs)
-
-  security_group_id = aws_security_group.this.id
-  description       = "MLflow from an allowed network"
-  ip_protocol       = "tcp"
-  from_port         = local.container_port
-  to_port           = local.container_port
-  cidr_ipv6         = each.value
-
-  tags = var.tags
-}
-
 resource "aws_vpc_security_group_ingress_rule" "mlflow_from_load_balancer" {
-  count = local.tls ? 1 : 0
-
   security_group_id            = aws_security_group.this.id
   description                  = "MLflow from the load balancer"
   ip_protocol                  = "tcp"
   from_port                    = local.container_port
   to_port                      = local.container_port
-  referenced_security_group_id = aws_security_group.alb[0].id
+  referenced_security_group_id = aws_security_group.alb.id
 
   tags = var.tags
 }
@@ -328,93 +371,46 @@ resource "aws_vpc_security_group_egress_rule" "postgres" {
   tags = var.tags
 }
 
-resource "aws_security_group" "alb" {
-  count = local.tls ? 1 : 0
-
-  name_prefix = "${var.name}-alb-"
-  description = "HTTPS load balancer of ${var.name}"
-  vpc_id      = var.vpc_id
-
-  tags = merge(var.tags, { Name = "${var.name}-alb" })
-
-  lifecycle {
-    create_before_destroy = true
-  }
-}
-
-resource "aws_vpc_security_group_ingress_rule" "https_ipv4" {
-  for_each = local.tls ? toset(local.ipv4_cidrs) : toset([])
-
-  security_group_id = aws_security_group.alb[0].id
-  description       = "HTTPS from an allowed network"
-  ip_protocol       = "tcp"
-  from_port         = 443
-  to_port           = 443
-  cidr_ipv4         = each.value
-
-  tags = var.tags
-}
-
-resource "aws_vpc_security_group_ingress_rule" "https_ipv6" {
-  for_each = local.tls ? toset(local.ipv6_cidrs) : toset([])
-
-  security_group_id = aws_security_group.alb[0].id
-  description       = "HTTPS from an allowed network"
-  ip_protocol       = "tcp"
-  from_port         = 443
-  to_port           = 443
-  cidr_ipv6         = each.value
-
-  tags = var.tags
-}
-
-resource "aws_vpc_security_group_egress_rule" "alb_to_server" {
-  count = local.tls ? 1 : 0
-
-  security_group_id            = aws_security_group.alb[0].id
-  description                  = "MLflow on the server"
-  ip_protocol                  = "tcp"
-  from_port                    = local.container_port
-  to_port                      = local.container_port
-  referenced_security_group_id = aws_security_group.this.id
-
-  tags = var.tags
-}
-
 ################################################################################
-# HTTPS load balancer (only with certificate_arn)
+# The load balancer: the stable address of the stack
 ################################################################################
 
 resource "aws_lb" "this" {
-  #checkov:skip=CKV_AWS_91:Access logs would need a second bucket (SSE-S3 only) that itself needs logging; the MLflow container's log goes to CloudWatch Logs.
+  #checkov:skip=CKV_AWS_91:Access logs would need a second bucket (SSE-S3 only) that itself needs logging; the servers' logs and the load balancer's metrics go to CloudWatch.
   #checkov:skip=CKV2_AWS_28:Only allowed_cidrs reach the load balancer and MLflow requires a login; a WAF web ACL and its rules would cost more than the rest of a small stack.
-  count = local.tls ? 1 : 0
-
+  #checkov:skip=CKV2_AWS_20:With TLS (route53_zone_id or certificate_arn) port 80 only redirects to HTTPS (listener http_redirect); without a certificate there is no HTTPS to redirect to.
   name                       = var.name
   load_balancer_type         = "application"
   internal                   = false
-  security_groups            = [aws_security_group.alb[0].id]
+  security_groups            = [aws_security_group.alb.id]
   subnets                    = var.load_balancer_subnet_ids
   drop_invalid_header_fields = true
   enable_deletion_protection = var.deletion_protection
-  idle_timeout               = 300
+  # Large artifact uploads and downloads stream through the servers.
+  idle_timeout = 300
 
   tags = var.tags
 }
 
 resource "aws_lb_target_group" "this" {
-  count = local.tls ? 1 : 0
-
+  #checkov:skip=CKV_AWS_378:TLS ends at the load balancer; from there to the servers traffic stays inside the VPC, between two security groups that admit only each other.
   name        = "${var.name}-server"
   port        = local.container_port
   protocol    = "HTTP"
   target_type = "instance"
   vpc_id      = var.vpc_id
+  # A server leaving (scale-in, instance refresh) finishes its requests for up to 2 minutes.
+  deregistration_delay = 120
 
+  # /health/live: the process answers. Not /health, which also follows the database: during a
+  # database failover every server would turn unhealthy at once and the Auto Scaling group
+  # (ELB health checks) would replace all of them, turning a one-minute failover into an
+  # outage of several minutes. The database has its own alarms.
   health_check {
-    path                = "/health"
+    path                = "/health/live"
     matcher             = "200"
     interval            = 15
+    timeout             = 5
     healthy_threshold   = 2
     unhealthy_threshold = 3
   }
@@ -422,49 +418,136 @@ resource "aws_lb_target_group" "this" {
   tags = var.tags
 }
 
-resource "aws_lb_target_group_attachment" "this" {
-  count = local.tls ? 1 : 0
+# Plain HTTP (no certificate): basic-auth passwords cross the network in clear text, so
+# allowed_cidrs should be a VPN or office network. Set route53_zone_id or certificate_arn for TLS.
+resource "aws_lb_listener" "http" {
+  #checkov:skip=CKV_AWS_2:This listener exists only when neither route53_zone_id nor certificate_arn is set; with TLS port 80 only redirects to HTTPS (listener http_redirect).
+  #checkov:skip=CKV_AWS_103:Plain HTTP by the operator's choice (no certificate); with one, the HTTPS listener uses the TLS 1.3/1.2 policy.
+  count = local.tls ? 0 : 1
 
-  target_group_arn = aws_lb_target_group.this[0].arn
-  target_id        = aws_instance.this.id
-  port             = local.container_port
-}
-
-# HTTPS only: there is no port 80 listener to redirect from.
-resource "aws_lb_listener" "https" {
-  count = local.tls ? 1 : 0
-
-  load_balancer_arn = aws_lb.this[0].arn
-  port              = 443
-  protocol          = "HTTPS"
-  ssl_policy        = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-  certificate_arn   = var.certificate_arn
+  load_balancer_arn = aws_lb.this.arn
+  port              = 80
+  protocol          = "HTTP"
 
   default_action {
     type             = "forward"
-    target_group_arn = aws_lb_target_group.this[0].arn
+    target_group_arn = aws_lb_target_group.this.arn
+  }
+
+  tags = var.tags
+}
+
+resource "aws_lb_listener" "http_redirect" {
+  count = local.tls ? 1 : 0
+
+  load_balancer_arn = aws_lb.this.arn
+  port              = 80
+  protocol          = "HTTP"
+
+  default_action {
+    type = "redirect"
+
+    redirect {
+      protocol    = "HTTPS"
+      port        = "443"
+      status_code = "HTTP_301"
+    }
+  }
+
+  tags = var.tags
+}
+
+resource "aws_lb_listener" "https" {
+  count = local.tls ? 1 : 0
+
+  load_balancer_arn = aws_lb.this.arn
+  port              = 443
+  protocol          = "HTTPS"
+  ssl_policy        = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+  certificate_arn   = local.certificate_arn
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.this.arn
   }
 
   tags = var.tags
 }
 
 ################################################################################
-# The instance
+# TLS in one variable: with route53_zone_id, a DNS-validated certificate for domain_name and an
+# alias record to the load balancer
 ################################################################################
 
-resource "aws_instance" "this" {
-  #checkov:skip=CKV_AWS_88:The public address is the instance's way out to ECR, Secrets Manager and SSM without a NAT gateway, and how allowed_cidrs reach it without TLS; its security group admits only allowed_cidrs or the load balancer.
-  ami                         = local.ami_id
-  instance_type               = var.instance_type
-  subnet_id                   = var.subnet_id
-  vpc_security_group_ids      = [aws_security_group.this.id]
-  associate_public_ip_address = var.associate_public_ip_address
-  iam_instance_profile        = aws_iam_instance_profile.this.name
-  ebs_optimized               = true
-  monitoring                  = var.detailed_monitoring
+resource "aws_acm_certificate" "this" {
+  count = local.create_certificate ? 1 : 0
 
-  user_data                   = local.user_data
-  user_data_replace_on_change = true
+  domain_name       = var.domain_name
+  validation_method = "DNS"
+
+  tags = var.tags
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_route53_record" "validation" {
+  # One name, one validation record (known only after the certificate exists: hence count).
+  count = local.create_certificate ? 1 : 0
+
+  zone_id         = var.route53_zone_id
+  name            = one(aws_acm_certificate.this[0].domain_validation_options).resource_record_name
+  type            = one(aws_acm_certificate.this[0].domain_validation_options).resource_record_type
+  records         = [one(aws_acm_certificate.this[0].domain_validation_options).resource_record_value]
+  ttl             = 300
+  allow_overwrite = true
+}
+
+resource "aws_acm_certificate_validation" "this" {
+  count = local.create_certificate ? 1 : 0
+
+  certificate_arn         = aws_acm_certificate.this[0].arn
+  validation_record_fqdns = aws_route53_record.validation[*].fqdn
+}
+
+resource "aws_route53_record" "alias" {
+  count = local.create_certificate ? 1 : 0
+
+  zone_id = var.route53_zone_id
+  name    = var.domain_name
+  type    = "A"
+
+  alias {
+    name                   = aws_lb.this.dns_name
+    zone_id                = aws_lb.this.zone_id
+    evaluate_target_health = true
+  }
+}
+
+################################################################################
+# The servers: a launch template and an Auto Scaling group behind the load balancer
+################################################################################
+
+resource "aws_launch_template" "this" {
+  #checkov:skip=CKV_AWS_341:Hop limit 2 lets the MLflow container (one bridge away) use the instance role for S3 and Secrets Manager; IMDSv2 tokens are required.
+  name_prefix            = "${var.name}-server-"
+  description            = "MLflow server of ${var.name} (image ${local.image})"
+  image_id               = local.ami_id
+  instance_type          = var.instance_type
+  ebs_optimized          = true
+  update_default_version = true
+  user_data              = base64encode(local.user_data)
+
+  iam_instance_profile {
+    arn = aws_iam_instance_profile.this.arn
+  }
+
+  network_interfaces {
+    associate_public_ip_address = var.associate_public_ip_address
+    security_groups             = [aws_security_group.this.id]
+    delete_on_termination       = true
+  }
 
   metadata_options {
     http_endpoint = "enabled"
@@ -474,23 +557,103 @@ resource "aws_instance" "this" {
     instance_metadata_tags      = "disabled"
   }
 
-  root_block_device {
-    volume_type           = "gp3"
-    volume_size           = var.root_volume_size
-    encrypted             = true
-    kms_key_id            = var.kms_key_arn
-    delete_on_termination = true
+  monitoring {
+    enabled = var.detailed_monitoring
   }
 
-  tags        = merge(var.tags, { Name = "${var.name}-server" })
-  volume_tags = merge(var.tags, { Name = "${var.name}-server" })
+  block_device_mappings {
+    device_name = "/dev/xvda" # the root device of Amazon Linux 2023
+
+    ebs {
+      volume_type           = "gp3"
+      volume_size           = var.root_volume_size
+      encrypted             = true
+      kms_key_id            = var.kms_key_arn
+      delete_on_termination = true
+    }
+  }
+
+  tag_specifications {
+    resource_type = "instance"
+    tags          = merge(var.tags, { Name = "${var.name}-server" })
+  }
+
+  tag_specifications {
+    resource_type = "volume"
+    tags          = merge(var.tags, { Name = "${var.name}-server" })
+  }
+
+  tags = var.tags
+
+  # The boot script reads both secrets: they must hold a value before a server starts.
+  depends_on = [aws_secretsmanager_secret_version.app]
+}
+
+resource "aws_autoscaling_group" "this" {
+  name                = "${var.name}-server"
+  vpc_zone_identifier = var.subnet_ids
+  target_group_arns   = [aws_lb_target_group.this.arn]
+  min_size            = var.min_size
+  max_size            = var.max_size
+  desired_capacity    = var.desired_capacity
+
+  # A server that stops answering /health/live on the load balancer is replaced.
+  health_check_type         = "ELB"
+  health_check_grace_period = var.health_check_grace_period
+  # The image may not be pushed yet at the first apply: do not wait for healthy servers.
+  wait_for_capacity_timeout = "0"
+  default_instance_warmup   = var.health_check_grace_period
+
+  # Group metrics feed the GroupInServiceInstances alarm.
+  enabled_metrics = [
+    "GroupDesiredCapacity",
+    "GroupInServiceInstances",
+    "GroupMinSize",
+    "GroupMaxSize",
+    "GroupPendingInstances",
+    "GroupTerminatingInstances",
+    "GroupTotalInstances",
+  ]
+  metrics_granularity = "1Minute"
+
+  launch_template {
+    id      = aws_launch_template.this.id
+    version = aws_launch_template.this.latest_version
+  }
+
+  # A new launch template version (image_tag, settings, secrets versions, AMI) rolls the group:
+  # new servers first, an old one leaves only when a new one is healthy, so capacity never drops.
+  instance_refresh {
+    strategy = "Rolling"
+
+    preferences {
+      min_healthy_percentage = 100
+      max_healthy_percentage = 200
+      skip_matching          = true
+      instance_warmup        = var.health_check_grace_period
+    }
+  }
+
+  tag {
+    key                 = "Name"
+    value               = "${var.name}-server"
+    propagate_at_launch = true
+  }
+
+  dynamic "tag" {
+    for_each = var.tags
+
+    content {
+      key                 = tag.key
+      value               = tag.value
+      propagate_at_launch = true
+    }
+  }
 
   lifecycle {
-    # A newer Amazon Linux image must not replace a running server on some later apply; use
-    # `terraform apply -replace=module.server.aws_instance.this` to move to it.
-    ignore_changes = [ami]
+    precondition {
+      condition     = var.min_size <= var.desired_capacity && var.desired_capacity <= var.max_size
+      error_message = "desired_capacity must be between min_size and max_size."
+    }
   }
-
-  # The boot script reads both secrets: they must hold a value before it runs.
-  depends_on = [aws_secretsmanager_secret_version.app]
 }

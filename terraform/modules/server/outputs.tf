@@ -1,39 +1,56 @@
-output "instance_id" {
-  description = "ID of the EC2 instance (for `aws ssm start-session --target`)."
-  value       = aws_instance.this.id
-}
-
-output "security_group_id" {
-  description = "Security group of the instance (the database admits it)."
-  value       = aws_security_group.this.id
-}
-
-output "public_ip" {
-  description = "Public IPv4 address of the instance (empty without one)."
-  value       = aws_instance.this.public_ip
-}
-
-output "public_dns" {
-  description = "Public DNS name of the instance (empty without one)."
-  value       = aws_instance.this.public_dns
-}
-
-output "private_ip" {
-  description = "Private IPv4 address of the instance."
-  value       = aws_instance.this.private_ip
+output "tracking_uri" {
+  description = "MLFLOW_TRACKING_URI for clients: the load balancer (or domain_name), never a server, so it stays the same across upgrades."
+  value       = local.tracking_uri
 }
 
 output "load_balancer_dns_name" {
-  description = "DNS name of the HTTPS load balancer (null without certificate_arn); point domain_name at it."
-  value       = local.tls ? aws_lb.this[0].dns_name : null
+  description = "DNS name of the load balancer (point domain_name at it unless route53_zone_id does that)."
+  value       = aws_lb.this.dns_name
 }
 
-output "tracking_uri" {
-  description = "MLFLOW_TRACKING_URI for clients."
-  value = (local.tls
-    ? "https://${coalesce(var.domain_name, aws_lb.this[0].dns_name)}"
-    : "http://${coalesce(var.domain_name, aws_instance.this.public_dns, aws_instance.this.public_ip, aws_instance.this.private_ip)}:${local.container_port}"
-  )
+output "load_balancer_zone_id" {
+  description = "Route 53 zone of the load balancer's DNS name (for an alias record of your own)."
+  value       = aws_lb.this.zone_id
+}
+
+output "load_balancer_arn_suffix" {
+  description = "ARN suffix of the load balancer (the LoadBalancer dimension of its CloudWatch metrics)."
+  value       = aws_lb.this.arn_suffix
+}
+
+output "target_group_arn" {
+  description = "ARN of the servers' target group."
+  value       = aws_lb_target_group.this.arn
+}
+
+output "target_group_arn_suffix" {
+  description = "ARN suffix of the target group (the TargetGroup dimension of its CloudWatch metrics)."
+  value       = aws_lb_target_group.this.arn_suffix
+}
+
+output "autoscaling_group_name" {
+  description = "Name of the servers' Auto Scaling group."
+  value       = aws_autoscaling_group.this.name
+}
+
+output "launch_template_id" {
+  description = "ID of the servers' launch template."
+  value       = aws_launch_template.this.id
+}
+
+output "launch_template_version" {
+  description = "Version of the launch template the group runs (a new one starts an instance refresh)."
+  value       = aws_launch_template.this.latest_version
+}
+
+output "certificate_arn" {
+  description = "Certificate of the HTTPS listener (created with route53_zone_id, or certificate_arn); null without TLS."
+  value       = local.tls ? local.certificate_arn : null
+}
+
+output "security_group_id" {
+  description = "Security group of the servers (the database admits it)."
+  value       = aws_security_group.this.id
 }
 
 output "image" {
@@ -57,7 +74,7 @@ output "admin_username" {
 }
 
 output "role_name" {
-  description = "Name of the instance role."
+  description = "Name of the servers' role."
   value       = aws_iam_role.this.name
 }
 

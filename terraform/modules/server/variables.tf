@@ -17,19 +17,23 @@ variable "vpc_id" {
   type        = string
 }
 
-variable "subnet_id" {
-  description = "Subnet of the instance: a public one (routed to an internet gateway) unless the VPC has another way out."
-  type        = string
+variable "subnet_ids" {
+  description = "Subnets of the servers, in two or more availability zones: public ones (routed to an internet gateway) unless the VPC has another way out."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.subnet_ids) >= 1
+    error_message = "subnet_ids must name at least one subnet (two or more in different availability zones keep the stack up when a zone fails)."
+  }
 }
 
 variable "load_balancer_subnet_ids" {
-  description = "Public subnets (two or more, in different availability zones) for the HTTPS load balancer; used only with certificate_arn."
+  description = "Public subnets (two or more, in different availability zones) of the internet-facing load balancer."
   type        = list(string)
-  default     = []
 
   validation {
-    condition     = var.certificate_arn == null || length(var.load_balancer_subnet_ids) >= 2
-    error_message = "The HTTPS load balancer (certificate_arn) needs two or more load_balancer_subnet_ids in different availability zones."
+    condition     = length(var.load_balancer_subnet_ids) >= 2
+    error_message = "The load balancer needs two or more load_balancer_subnet_ids in different availability zones."
   }
 }
 
@@ -53,17 +57,6 @@ variable "allowed_cidrs" {
   }
 }
 
-variable "trusted_proxies" {
-  description = "CIDR blocks of proxies in front of the server whose X-Forwarded-For names the client (MLFLOW_STACK_TRUSTED_PROXIES), e.g. the load balancer's subnets. Failed logins are limited per client address."
-  type        = list(string)
-  default     = []
-
-  validation {
-    condition     = alltrue([for cidr in var.trusted_proxies : can(cidrhost(cidr, 0))])
-    error_message = "Every trusted_proxies entry must be a CIDR block, such as 10.0.0.0/16."
-  }
-}
-
 variable "allow_public_ingress" {
   description = "Permit a /0 block (the whole internet) in allowed_cidrs. MLflow still requires a login, but every password guess then reaches it."
   type        = bool
@@ -71,13 +64,34 @@ variable "allow_public_ingress" {
 }
 
 variable "certificate_arn" {
-  description = "ACM certificate for an HTTPS load balancer in front of the server (null: no load balancer, plain HTTP on port 5000)."
+  description = "ACM certificate (same region) for HTTPS on the load balancer; null: plain HTTP on port 80, unless route53_zone_id is set."
   type        = string
   default     = null
 
   validation {
     condition     = var.certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]+$", var.certificate_arn))
     error_message = "certificate_arn must be an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)."
+  }
+
+  validation {
+    condition     = var.certificate_arn == null || var.route53_zone_id == null
+    error_message = "Set certificate_arn or route53_zone_id, not both: with route53_zone_id the module requests and validates the certificate itself."
+  }
+}
+
+variable "route53_zone_id" {
+  description = "Route 53 hosted zone of domain_name: TLS in one variable. The module requests an ACM certificate for domain_name, validates it through DNS in this zone, points domain_name at the load balancer and redirects HTTP to HTTPS."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.route53_zone_id == null || can(regex("^[A-Z0-9]{1,32}$", var.route53_zone_id))
+    error_message = "route53_zone_id must be a hosted zone ID (capital letters and digits) such as Z0123456789ABCDEFGHIJ, without the /hostedzone/ prefix."
+  }
+
+  validation {
+    condition     = var.route53_zone_id == null || var.domain_name != null
+    error_message = "route53_zone_id needs domain_name: the name (in that zone) that the certificate and the alias record are for."
   }
 }
 
@@ -93,20 +107,71 @@ variable "domain_name" {
 }
 
 variable "associate_public_ip_address" {
-  description = "Give the instance a public IPv4 address (needed for its way out in the created VPC, which has no NAT gateway)."
+  description = "Give each server a public IPv4 address (its way out to ECR, Secrets Manager and SSM in the created VPC, which has no NAT gateway); the security group still admits only the load balancer."
   type        = bool
   default     = true
 }
 
 variable "deletion_protection" {
-  description = "Protect the load balancer from deletion."
+  description = "Protect the load balancer (the stable address) from deletion."
   type        = bool
   default     = true
 }
 
 ################################################################################
-# Instance
+# Servers
 ################################################################################
+
+variable "min_size" {
+  description = "Fewest servers the Auto Scaling group keeps running (two or more survive the loss of one server or zone)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.min_size >= 1 && floor(var.min_size) == var.min_size
+    error_message = "min_size must be a whole number, 1 or more."
+  }
+}
+
+variable "max_size" {
+  description = "Most servers the Auto Scaling group may run; an instance refresh briefly adds new servers before old ones leave, up to twice desired_capacity within this limit."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.max_size >= 1 && var.max_size <= 20 && floor(var.max_size) == var.max_size
+    error_message = "max_size must be a whole number between 1 and 20."
+  }
+}
+
+variable "desired_capacity" {
+  description = "Servers to run (between min_size and max_size); every server is stateless: they share the database and the bucket."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.desired_capacity >= 1 && floor(var.desired_capacity) == var.desired_capacity
+    error_message = "desired_capacity must be a whole number, 1 or more."
+  }
+}
+
+variable "health_check_grace_period" {
+  description = "Seconds a new server has to install Docker, pull the image and start (including a schema migration) before failed health checks count against it."
+  type        = number
+  default     = 600
+
+  validation {
+    condition     = var.health_check_grace_period >= 60 && var.health_check_grace_period <= 3600
+    error_message = "health_check_grace_period must be between 60 and 3600 seconds."
+  }
+}
+
+variable "database_snapshot_id" {
+  description = "The database snapshot taken before this image first starts (it may migrate the schema); named in the boot script so new servers start only after it exists. null: none."
+  type        = string
+  default     = null
+}
+
 
 variable "instance_type" {
   description = "EC2 instance type; its architecture must match architecture (Graviton types such as t4g.small are arm64)."
@@ -136,7 +201,7 @@ variable "architecture" {
 }
 
 variable "ami_id" {
-  description = "AMI of the instance (an Amazon Linux 2023 derivative); null: the latest Amazon Linux 2023 for architecture."
+  description = "AMI of the servers (an Amazon Linux 2023 derivative); null: the latest Amazon Linux 2023 for architecture, so a newer release rolls the servers (new ones first) at the next apply."
   type        = string
   default     = null
 
@@ -249,7 +314,7 @@ variable "database_secret_arn" {
 }
 
 variable "database_password_version" {
-  description = "The database module's password_version: a new one replaces the instance so the server starts with the new password."
+  description = "The database module's password_version: a new one rolls the servers so that they start with the new password."
   type        = number
   default     = 1
 }
@@ -309,7 +374,7 @@ variable "flask_secret_key" {
 }
 
 variable "secrets_version" {
-  description = "Increase to write new admin_password and flask_secret_key values into the secret (and replace the instance)."
+  description = "Increase to write new admin_password and flask_secret_key values into the secret (and roll the servers)."
   type        = number
   default     = 1
 
