@@ -212,9 +212,9 @@ class MotoServer:
         )
 
 
-def start_moto(directory: Path) -> MotoServer:
+def start_moto(directory: Path, **extra_env: str) -> MotoServer:
     """moto on a free loopback port, with the emulator extensions of moto_launcher.py (instance
-    refreshes, the RDS default CA, ...)."""
+    refreshes, the RDS default CA, ...); ``extra_env`` sets the launcher's knobs."""
     port = _free_port()
     log = directory / "moto.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
@@ -224,6 +224,7 @@ def start_moto(directory: Path) -> MotoServer:
         fake_aws_environment(),
         MOTO_IAM_LOAD_MANAGED_POLICIES="true",
         MOTO_ACM_VALIDATION_WAIT="0",
+        **extra_env,
     )
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -4,26 +4,13 @@ instance refreshes (boto3), the Auto Scaling fixes they rely on, and the RDS def
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.terraform.conftest import (
-    _SCRUBBED_PREFIXES,
-    REPO,
-    MotoServer,
-    _free_port,
-    fake_aws_environment,
-    stop_moto,
-)
+from tests.terraform.conftest import MotoServer, start_moto, stop_moto
 from tests.terraform.moto_launcher import RDS_DEFAULT_CA, REFRESH_SECONDS_ENV
 
 #: How long a refresh reports InProgress on the boto3 tests' launcher.
@@ -31,39 +18,9 @@ REFRESH_SECONDS = 2.0
 AMI = "ami-1e749f67"  # one of moto's images (Ubuntu)
 
 
-def start_launcher(directory: Path, **extra_env: str) -> MotoServer:
-    """``python -m tests.terraform.moto_launcher`` on a free loopback port, set up as
-    conftest.start_moto sets up moto_server."""
-    port = _free_port()
-    log = directory / "moto_launcher.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
-    env.update(fake_aws_environment(), MOTO_IAM_LOAD_MANAGED_POLICIES="true", **extra_env)
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.terraform.moto_launcher", "-H", "127.0.0.1",
-             "-p", str(port)],
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the launcher exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/moto-api/", timeout=2):  # noqa: S310 - loopback
-                return MotoServer(url, process, log)
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    process.kill()
-    pytest.fail(f"the launcher did not answer on {url} within 60 s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = start_launcher(
+    server = start_moto(
         tmp_path_factory.mktemp("launcher"), **{REFRESH_SECONDS_ENV: str(REFRESH_SECONDS)}
     )
     yield server
