@@ -185,6 +185,32 @@ def tf_root(tf_factory: TerraformFactory) -> Terraform:
     return terraform
 
 
+# --- shell scripts: shellcheck, and stubbed commands on PATH ---
+
+
+def shellcheck(script: Path) -> subprocess.CompletedProcess[str]:
+    """shellcheck of a bash script (following sourced files); its findings are in stdout."""
+    from tests.conftest import which_or_fail
+
+    return subprocess.run(
+        [which_or_fail("shellcheck"), "--shell=bash", "--external-sources", str(script)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def write_stubs(directory: Path, stubs: dict[str, str], interpreter: str = sys.executable) -> Path:
+    """Executable Python stand-ins for commands, named as the commands, in ``directory``; put
+    it first on PATH."""
+    directory.mkdir(exist_ok=True)
+    for name, body in stubs.items():
+        stub = directory / name
+        stub.write_text(f"#!{interpreter}\n{body}")
+        stub.chmod(0o755)
+    return directory
+
+
 # --- moto ---
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,13 @@ from typing import Any
 
 import pytest
 
-from tests.terraform.conftest import MotoServer, Running, Terraform, TerraformFactory
+from tests.terraform.conftest import (
+    MotoServer,
+    Running,
+    Terraform,
+    TerraformFactory,
+    write_stubs,
+)
 
 ALLOWED_CIDRS = ["203.0.113.0/24", "2001:db8::/48"]
 DOMAIN = "mlflow.example.com"
@@ -138,13 +143,10 @@ class Deployment:
         with aws, curl, jq and docker stubbed: secrets come from moto, the instance ID from a
         server of the group moto describes. It writes the env file into ``directory``."""
         instance = self.instance()
-        stubs = directory / "bin"
-        stubs.mkdir()
-        for name, body in (("aws", STUB_AWS), ("curl", STUB_CURL), ("jq", STUB_JQ),
-                           ("docker", STUB_DOCKER)):  # fmt: skip
-            stub = stubs / name
-            stub.write_text(f"#!{sys.executable}\n{body}")
-            stub.chmod(0o755)
+        stubs = write_stubs(
+            directory / "bin",
+            {"aws": STUB_AWS, "curl": STUB_CURL, "jq": STUB_JQ, "docker": STUB_DOCKER},
+        )
         script = directory / "user_data.sh"
         script.write_text(self.user_data())
         calls = directory / "calls.log"

@@ -24,14 +24,13 @@ import json
 import re
 import shlex
 import stat
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mlflow_stack.settings import SETTING_NAMES, Settings
-from tests.conftest import which_or_fail
+from tests.terraform.conftest import shellcheck
 from tests.terraform.emulator import ALLOWED_CIDRS, DOMAIN, VARIANTS, Deployment, Emulation
 
 _APPLIED = re.compile(r"Apply complete! Resources: (\d+) added, 0 changed, 0 destroyed\.")
@@ -297,12 +296,7 @@ def test_passwords_are_generated_and_never_in_the_state(deployment: Deployment) 
 def test_user_data_passes_shellcheck(deployment: Deployment, tmp_path: Path) -> None:
     script = tmp_path / "user_data.sh"
     script.write_text(deployment.user_data())
-    result = subprocess.run(
-        [which_or_fail("shellcheck"), "--shell=bash", "--external-sources", str(script)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = shellcheck(script)
     assert result.returncode == 0, result.stdout
 
 

@@ -28,8 +28,7 @@ from typing import Any
 import pytest
 
 from mlflow_stack.settings import SETTING_NAMES, Settings
-from tests.conftest import which_or_fail
-from tests.terraform.conftest import REPO, find_tool
+from tests.terraform.conftest import REPO, find_tool, shellcheck, write_stubs
 
 TEMPLATE = REPO / "terraform" / "modules" / "server" / "user_data.sh.tftpl"
 
@@ -181,12 +180,7 @@ def test_rendered_script_passes_shellcheck(rendered: Rendered, tmp_path: Path) -
     for name, text in (("snapshot.sh", rendered.script), ("none.sh", rendered.without_snapshot)):
         script = tmp_path / name
         script.write_text(text)
-        result = subprocess.run(
-            [which_or_fail("shellcheck"), "--shell=bash", "--external-sources", str(script)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        result = shellcheck(script)
         assert result.returncode == 0, result.stdout
 
 
@@ -359,13 +353,12 @@ class Box:
 @pytest.fixture
 def box(rendered: Rendered, tmp_path: Path) -> Box:
     jq = find_tool("jq")  # the real one: the script's journal batching is jq
-    stubs = tmp_path / "bin"
-    stubs.mkdir()
-    for name, body in (("aws", STUB_AWS), ("curl", STUB_CURL), ("docker", STUB_DOCKER),
-                       ("journalctl", STUB_JOURNALCTL)):  # fmt: skip
-        stub = stubs / name
-        stub.write_text(f"#!{sys.executable} -S\n{body}")
-        stub.chmod(0o755)
+    stubs = write_stubs(
+        tmp_path / "bin",
+        {"aws": STUB_AWS, "curl": STUB_CURL, "docker": STUB_DOCKER,
+         "journalctl": STUB_JOURNALCTL},
+        interpreter=f"{sys.executable} -S",
+    )  # fmt: skip
     if Path(jq).parent not in (Path("/usr/bin"), Path("/bin")):
         (stubs / "jq").symlink_to(jq)
     for directory in ("state", "tmp"):

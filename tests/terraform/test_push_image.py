@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import which_or_fail
-from tests.terraform.conftest import REPO
+from tests.terraform.conftest import REPO, write_stubs
 
 SCRIPT = REPO / "terraform" / "scripts" / "push-image.sh"
 REPOSITORY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mlflow/mlflow-server"
@@ -40,12 +39,7 @@ elif name == "docker" and sys.argv[1:2] == ["login"]:
 def run(
     tmp_path: Path, outputs: dict[str, str], exists: bool = False, *args: str
 ) -> tuple[int, str, str]:
-    stubs = tmp_path / "bin"
-    stubs.mkdir(exist_ok=True)
-    for name in ("terraform", "aws", "docker"):
-        stub = stubs / name
-        stub.write_text(f"#!{sys.executable}\n{STUB}")
-        stub.chmod(0o755)
+    stubs = write_stubs(tmp_path / "bin", dict.fromkeys(("terraform", "aws", "docker"), STUB))
     calls = tmp_path / "calls.log"
     calls.write_text("")
     env = {
