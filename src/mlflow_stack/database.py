@@ -209,14 +209,13 @@ def migrate(settings: Settings, then: Callable[[], None] | None = None) -> list[
     """
     lock = wait_for_postgres(settings)  # "postgres", or POSTGRES_DB where there is none
     try:
-        with lock.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
-        copies = _migrate_with_copies(settings, lock)
-        if then is not None:
-            then()
+        with one_server_at_a_time(lock):
+            copies = _migrate_with_copies(settings, lock)
+            if then is not None:
+                then()
         return copies
     finally:
-        lock.close()  # and with it the advisory lock
+        lock.close()
 
 
 def _migrate_with_copies(settings: Settings, lock: Connection) -> list[str]:
