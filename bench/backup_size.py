@@ -30,11 +30,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from bench.seed import seed_runs
-from mlflow_stack.database import connect
-from mlflow_stack.envfile import merged_environment
 from mlflow_stack.native.processes import free_port
-from mlflow_stack.settings import Settings
-from mlflow_stack.storage import s3_client
+from mlflow_stack.settings.contract import Settings
+from mlflow_stack.settings.envfile import merged_environment
+from mlflow_stack.stores.database import connect
+from mlflow_stack.stores.storage import s3_client
 
 CLIENT_PREFIXES = ("MLFLOW_", "AWS_", "PG", "POSTGRES_")
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlflow_stack.database import connect
-from mlflow_stack.envfile import merged_environment
 from mlflow_stack.native.processes import ProcessRecord, free_port, record_of, spawn, stop
-from mlflow_stack.settings import Settings
-from mlflow_stack.storage import s3_client
+from mlflow_stack.settings.contract import Settings
+from mlflow_stack.settings.envfile import merged_environment
+from mlflow_stack.stores.database import connect
+from mlflow_stack.stores.storage import s3_client
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent

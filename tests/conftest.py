@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from mlflow_stack.envfile import merged_environment
 from mlflow_stack.native.processes import ProcessRecord, free_port
 from mlflow_stack.native.service import Layout
-from mlflow_stack.settings import Settings
+from mlflow_stack.settings.contract import Settings
+from mlflow_stack.settings.envfile import merged_environment
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -133,12 +133,12 @@ class LiveStack:
         return state.child_process() if state else None
 
     def s3(self) -> Any:
-        from mlflow_stack.storage import s3_client
+        from mlflow_stack.stores.storage import s3_client
 
         return s3_client(self.settings, timeout=30)
 
     def pg(self, dbname: str | None = None) -> Any:
-        from mlflow_stack.database import connect
+        from mlflow_stack.stores.database import connect
 
         return connect(self.settings, dbname or self.settings.postgres_db)
 

@@ -1,3 +1,3 @@
-from mlflow_stack.cli import main
+from mlflow_stack.cli.main import main
 
 main()

@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
-from mlflow_stack.database import (
+from mlflow_stack.settings.contract import Settings
+from mlflow_stack.stores.database import (
     apply_database_defaults,
     ensure_databases,
     libpq_environment,
@@ -31,8 +32,7 @@ from mlflow_stack.database import (
     one_server_at_a_time,
     wait_for_postgres,
 )
-from mlflow_stack.settings import Settings
-from mlflow_stack.storage import ensure_bucket, s3_environment
+from mlflow_stack.stores.storage import ensure_bucket, s3_environment
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def server_arguments(settings: Settings) -> list[str]:
         "--host", settings.host,
         "--port", str(settings.port),
         "--workers", str(settings.workers),
-        "--app-name", "mlflow-stack",  # basic-auth, proxy-only artifacts (mlflow_stack.app)
+        "--app-name", "mlflow-stack",  # basic-auth, proxy-only artifacts (mlflow_stack.server.app)
         "--allowed-hosts", allowed_hosts(settings),
         "--uvicorn-opts", uvicorn_options(settings),
     ]  # fmt: skip
@@ -153,7 +153,7 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> NoReturn:
     # Before anything imports mlflow.server.auth: it reads its configuration at import time.
     os.environ.clear()
     os.environ.update(server_environment(settings, auth_config, environ))
-    from mlflow_stack.metrics import MULTIPROC_DIR_VARIABLE
+    from mlflow_stack.server.metrics import MULTIPROC_DIR_VARIABLE
 
     # Every worker's request counts, summed by whichever worker answers a scrape; removed
     # with config_dir, so a restart starts the counters from zero (Prometheus expects that).

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from mlflow_stack.envfile import read_env_file
 from mlflow_stack.native.processes import free_port
+from mlflow_stack.settings.envfile import read_env_file
 from tests.compose.engine import Engine, new_env_file
 
 

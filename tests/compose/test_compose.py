@@ -27,7 +27,7 @@ import psycopg2
 import pytest
 import requests
 
-from mlflow_stack.settings import SETTINGS
+from mlflow_stack.settings.contract import SETTINGS
 from tests.compose.conftest import ComposeStack
 from tests.compose.engine import Engine, new_env_file
 

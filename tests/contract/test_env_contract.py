@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlflow_stack.settings import SETTING_NAMES, SETTINGS, render_env_file
+from mlflow_stack.settings.contract import SETTING_NAMES, SETTINGS
+from mlflow_stack.settings.render import render_env_file, render_reference
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -63,3 +64,24 @@ def test_no_literal_secret_in_compose() -> None:
         for key, value in (service.get("environment") or {}).items():
             if secret_words.search(key):
                 assert INTERPOLATION.fullmatch(str(value)), f"{service_name}.{key} = {value!r}"
+
+
+def test_configuration_reference_is_rendered_from_the_settings_module() -> None:
+    assert (REPO / "docs" / "configuration.md").read_text() == render_reference(), (
+        "regenerate it: mlflow-stack config reference > docs/configuration.md"
+    )
+
+
+def test_what_compose_sets_itself_is_what_the_contract_says() -> None:
+    environment = COMPOSE["services"]["mlflow"]["environment"]
+    fixed = {name for name, value in environment.items() if not INTERPOLATION.search(str(value))}
+    assert fixed == {s.name for s in SETTINGS if "compose" in s.fixed_by}
+
+
+def test_what_terraform_sets_itself_is_what_the_contract_says() -> None:
+    main_tf = (REPO / "terraform" / "modules" / "server" / "main.tf").read_text()
+    defaults_block = re.search(r"setting_defaults = \{(?P<body>.*?)\n  \}", main_tf, re.S)
+    assert defaults_block, "setting_defaults not found in the server module"
+    user_settable = set(re.findall(r"^\s+([A-Z][A-Z0-9_]+)\s+=", defaults_block["body"], re.M))
+    assert user_settable, "no setting in setting_defaults"
+    assert SETTING_NAMES - user_settable == {s.name for s in SETTINGS if "ec2" in s.fixed_by}

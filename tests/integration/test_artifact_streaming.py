@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import requests
 
-from mlflow_stack import multipart
-from mlflow_stack.multipart import PART_SIZE, MultipartUpload
+from mlflow_stack.server import multipart
+from mlflow_stack.server.multipart import PART_SIZE, MultipartUpload
 from tests.conftest import LiveStack
 
 SIZES = {

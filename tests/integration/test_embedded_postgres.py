@@ -8,10 +8,10 @@ import signal
 import tempfile
 from pathlib import Path
 
-from mlflow_stack.database import connect
 from mlflow_stack.native.postgres import PostgresService, _wheel_bin_dir, server_version
 from mlflow_stack.native.processes import record_of, spawn, stop
 from mlflow_stack.native.service import Layout
+from mlflow_stack.stores.database import connect
 from mlflow_stack.waiting import wait_for
 from tests.conftest import distinct_free_ports, make_settings
 

@@ -28,10 +28,10 @@ import psutil
 import pytest
 import requests
 
-from mlflow_stack.envfile import merged_environment
 from mlflow_stack.native.logfile import rotated
 from mlflow_stack.native.stack import NativeStack
-from mlflow_stack.settings import Settings
+from mlflow_stack.settings.contract import Settings
+from mlflow_stack.settings.envfile import merged_environment
 from tests.conftest import LiveStack
 
 WRITERS = 8

@@ -14,8 +14,8 @@ import requests
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from mlflow_stack.envfile import read_env_file
 from mlflow_stack.native.service import Layout
+from mlflow_stack.settings.envfile import read_env_file
 from tests.conftest import LiveStack, run_cli
 
 SETTING_PREFIXES = ("MLFLOW_STACK_", "POSTGRES_", "MLFLOW_AUTH_", "MLFLOW_FLASK_")

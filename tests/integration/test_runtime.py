@@ -199,8 +199,8 @@ def test_everything_survives_down_and_up_and_down_leaves_no_process(
 def test_up_wrote_a_private_env_file_with_every_setting(stack: LiveStack) -> None:
     import stat
 
-    from mlflow_stack.envfile import read_env_file
-    from mlflow_stack.settings import SETTING_NAMES
+    from mlflow_stack.settings.contract import SETTING_NAMES
+    from mlflow_stack.settings.envfile import read_env_file
 
     assert stat.S_IMODE(stack.env_file.stat().st_mode) == 0o600
     values = read_env_file(stack.env_file)

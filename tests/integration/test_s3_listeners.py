@@ -27,7 +27,7 @@ from boto3.s3.transfer import TransferConfig
 from mlflow_stack.native.s3 import SeaweedFSService, s3_port
 from mlflow_stack.native.service import Layout
 from mlflow_stack.native.tls import TlsFiles, ensure_internal_tls
-from mlflow_stack.storage import s3_client
+from mlflow_stack.stores.storage import s3_client
 from mlflow_stack.waiting import NotReady
 from tests.conftest import LiveStack, distinct_free_ports, make_settings
 

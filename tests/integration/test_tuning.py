@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mlflow_stack.database import TRACKING_DATABASE_DEFAULTS, apply_database_defaults
+from mlflow_stack.stores.database import TRACKING_DATABASE_DEFAULTS, apply_database_defaults
 from tests.conftest import LiveStack
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import requests
 
-from mlflow_stack.upgrade import schemas
+from mlflow_stack.stores.upgrade import schemas
 from tests.conftest import LiveStack, distinct_free_ports
 from tests.integration.test_upgrade import Target, stop, wait_healthy
 

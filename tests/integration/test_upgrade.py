@@ -26,12 +26,12 @@ from typing import Any
 
 import pytest
 
-from mlflow_stack.database import libpq_environment, migrate
-from mlflow_stack.envfile import merged_environment
 from mlflow_stack.errors import StackError
 from mlflow_stack.native.processes import free_port
-from mlflow_stack.settings import Settings
-from mlflow_stack.upgrade import schemas
+from mlflow_stack.settings.contract import Settings
+from mlflow_stack.settings.envfile import merged_environment
+from mlflow_stack.stores.database import libpq_environment, migrate
+from mlflow_stack.stores.upgrade import schemas
 from tests.conftest import LiveStack, which_or_fail
 
 LOCK = Path(__file__).with_name("mlflow-previous.txt")
@@ -412,9 +412,9 @@ def target_settings(target: Target) -> Settings:
 MIGRATE = textwrap.dedent(
     """
     import json, os, pathlib, sys
-    from mlflow_stack.database import migrate
-    from mlflow_stack.envfile import merged_environment
-    from mlflow_stack.settings import Settings
+    from mlflow_stack.stores.database import migrate
+    from mlflow_stack.settings.envfile import merged_environment
+    from mlflow_stack.settings.contract import Settings
 
     environment = merged_environment(pathlib.Path(sys.argv[1]), os.environ)
     print(json.dumps(migrate(Settings.from_env(environment))))

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from mlflow_stack.settings import SETTING_NAMES, Settings
+from mlflow_stack.settings.contract import SETTING_NAMES, Settings
 from tests.terraform.conftest import shellcheck
 from tests.terraform.emulator import ALLOWED_CIDRS, DOMAIN, VARIANTS, Deployment, Emulation
 

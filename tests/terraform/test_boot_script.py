@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from mlflow_stack.settings import SETTING_NAMES, Settings
+from mlflow_stack.settings.contract import SETTING_NAMES, Settings
 from tests.terraform.conftest import REPO, find_tool, shellcheck, write_stubs
 
 TEMPLATE = REPO / "terraform" / "modules" / "server" / "user_data.sh.tftpl"

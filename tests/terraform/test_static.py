@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_stack.settings import SETTINGS
+from mlflow_stack.settings.contract import SETTINGS
 from tests.conftest import which_or_fail
 from tests.terraform.conftest import (
     MODULES,

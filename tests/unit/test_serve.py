@@ -11,7 +11,7 @@ from mlflow_stack.serve import (
     uvicorn_options,
     write_auth_config,
 )
-from mlflow_stack.settings import Settings
+from mlflow_stack.settings.contract import Settings
 from tests.conftest import make_settings
 
 

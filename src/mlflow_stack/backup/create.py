@@ -19,7 +19,7 @@ from pathlib import Path
 from mlflow_stack.backup import databases, objects, pgtools
 from mlflow_stack.backup.manifest import DUMPS, Database, Manifest, sha256_of
 from mlflow_stack.errors import StackError
-from mlflow_stack.settings import Settings
+from mlflow_stack.settings.contract import Settings
 
 log = logging.getLogger(__name__)
 

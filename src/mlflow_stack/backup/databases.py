@@ -7,9 +7,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mlflow_stack.database import _DatabaseMissingError, connect
 from mlflow_stack.errors import StackError
-from mlflow_stack.settings import Settings
+from mlflow_stack.settings.contract import Settings
+from mlflow_stack.stores.database import DatabaseMissingError, connect
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as Connection  # noqa: N812
@@ -29,10 +29,10 @@ def maintenance(settings: Settings) -> Connection:
     some managed servers), from which the two databases can be dropped and created."""
     try:
         return connect(settings, "postgres", timeout=10)
-    except _DatabaseMissingError:
+    except DatabaseMissingError:
         try:
             return connect(settings, settings.postgres_db, timeout=10)
-        except _DatabaseMissingError:
+        except DatabaseMissingError:
             raise StackError(
                 f"neither 'postgres' nor POSTGRES_DB={settings.postgres_db!r} exists on "
                 f"PostgreSQL at {settings.postgres_host}:{settings.postgres_port}"
@@ -94,7 +94,7 @@ def _count(settings: Settings, dbname: str, queries: dict[str, str]) -> list[str
     found = []
     try:
         conn = connect(settings, dbname, timeout=10)
-    except _DatabaseMissingError:
+    except DatabaseMissingError:
         return found
     try:
         with conn.cursor() as cursor:

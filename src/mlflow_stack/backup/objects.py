@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow_stack.backup.manifest import StoredObject, object_file
 from mlflow_stack.errors import StackError
-from mlflow_stack.settings import Settings
-from mlflow_stack.storage import s3_client
+from mlflow_stack.settings.contract import Settings
+from mlflow_stack.stores.storage import s3_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -13,9 +13,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow_stack.database import libpq_environment
 from mlflow_stack.errors import StackError
-from mlflow_stack.settings import Settings
+from mlflow_stack.settings.contract import Settings
+from mlflow_stack.stores.database import libpq_environment
 
 log = logging.getLogger(__name__)
 

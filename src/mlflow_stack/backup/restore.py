@@ -19,8 +19,8 @@ from packaging.version import Version
 from mlflow_stack.backup import databases, objects, pgtools
 from mlflow_stack.backup.manifest import Manifest
 from mlflow_stack.errors import StackError
-from mlflow_stack.settings import Settings
-from mlflow_stack.storage import ensure_bucket
+from mlflow_stack.settings.contract import Settings
+from mlflow_stack.stores.storage import ensure_bucket
 
 log = logging.getLogger(__name__)
 

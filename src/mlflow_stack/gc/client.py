@@ -46,7 +46,7 @@ class Server:
     @classmethod
     def from_environment(cls, environ: Mapping[str, str], uri: str | None = None) -> Server:
         """MLflow's client variables; else the local server and the admin of the settings."""
-        from mlflow_stack.settings import SETTINGS
+        from mlflow_stack.settings.contract import SETTINGS
 
         uri = uri or environ.get("MLFLOW_TRACKING_URI") or ""
         if not uri:

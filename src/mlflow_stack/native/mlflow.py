@@ -9,7 +9,7 @@ import urllib.request
 from collections.abc import Mapping
 
 from mlflow_stack.native.service import CHECK_TIMEOUT, Layout, Service
-from mlflow_stack.settings import Settings
+from mlflow_stack.settings.contract import Settings
 from mlflow_stack.waiting import NotReady
 
 

@@ -18,7 +18,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-from mlflow_stack.database import connect
 from mlflow_stack.errors import StackError
 from mlflow_stack.native.reach import (
     blocking_directory,
@@ -27,7 +26,8 @@ from mlflow_stack.native.reach import (
     stage_install,
 )
 from mlflow_stack.native.service import CHECK_TIMEOUT, Layout, Service
-from mlflow_stack.settings import Settings
+from mlflow_stack.settings.contract import Settings
+from mlflow_stack.stores.database import connect
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from mlflow_stack.errors import StackError
 from mlflow_stack.native.processes import free_port, port_in_use
 from mlflow_stack.native.service import CHECK_TIMEOUT, Service, base_environment
 from mlflow_stack.native.tls import ensure_internal_tls
-from mlflow_stack.storage import s3_client
+from mlflow_stack.stores.storage import s3_client
 from mlflow_stack.waiting import NotReady
 
 S3_SERVERS = ("auto", "seaweedfs", "minio")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from mlflow_stack.settings import Settings
+from mlflow_stack.settings.contract import Settings
 
 #: Seconds a health check waits for each answer while a service starts (it is retried).
 CHECK_TIMEOUT = 3.0

@@ -30,7 +30,7 @@ from mlflow_stack.native.postgres import PostgresService
 from mlflow_stack.native.processes import ProcessRecord, port_in_use, record_of, spawn, stop, tail
 from mlflow_stack.native.s3 import SeaweedFSService, s3_service_class
 from mlflow_stack.native.service import STATUS_TIMEOUT, Layout, Service
-from mlflow_stack.settings import Settings
+from mlflow_stack.settings.contract import Settings
 from mlflow_stack.waiting import NotReady, wait_for
 
 log = logging.getLogger(__name__)

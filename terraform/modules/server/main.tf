@@ -55,7 +55,7 @@ locals {
     MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS = "false"
   }
 
-  # The server's env file: every variable of src/mlflow_stack/settings.py exactly once (a test
+  # The server's env file: every variable of src/mlflow_stack/settings/contract.py exactly once (a test
   # compares the names). Values written "$${NAME}" are shell variables that the boot script
   # fills in on the instance: passwords read from Secrets Manager through the instance role,
   # and names read from the instance metadata. They never pass through Terraform.

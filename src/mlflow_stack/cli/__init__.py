@@ -1,0 +1,1 @@
+"""The ``mlflow-stack`` command line (:mod:`.main`), one module per command group."""

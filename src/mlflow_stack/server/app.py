@@ -1,0 +1,115 @@
+"""The app ``mlflow-stack serve`` runs: MLflow's basic-auth app, registered under the
+``mlflow.app`` entry point as ``mlflow-stack``, inside the stack's own ASGI layers.
+
+From the outside in, each answering the requests it is about itself (and all of them
+inside :class:`~mlflow_stack.server.metrics.RequestMetrics`, which counts and times every request,
+refused ones included, for ``GET /metrics``):
+
+1. :class:`~mlflow_stack.server.hosts.HostCheck`: the Host check, stricter than MLflow's (which
+   still runs behind it);
+2. :class:`~mlflow_stack.server.health.HealthCheck`: ``/health`` follows the backend store,
+   ``/health/live`` the process;
+3. :class:`~mlflow_stack.server.validation.RequestValidator`: malformed API input gets a 4xx
+   before MLflow or its auth layer reads it;
+4. :class:`~mlflow_stack.server.credentials.CredentialGuard`: non-basic credentials get 401,
+   repeated failed logins cost no more scrypt;
+5. :class:`~mlflow_stack.server.gc_endpoint.GarbageCollectionEndpoint`: ``mlflow-stack gc``'s
+   admin-only ``POST /api/2.0/mlflow-stack/gc``;
+6. :class:`ProxiedArtifactsOnly` (below).
+
+With artifacts proxied to S3, MLflow advertises presigned multipart uploads and downloads in
+``/api/3.0/mlflow/server-info``, and its client then moves artifact bytes straight to and from
+the S3 endpoint instead of through the server. The stack's clients often cannot reach that
+endpoint (compose keeps MinIO on an internal network; the native S3 server listens on
+loopback), so unless MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS allows it, the advertisement says no
+and every artifact byte goes through the server, as the stack promises.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+
+from mlflow_stack.gc import ENDPOINT as GC_ENDPOINT
+from mlflow_stack.server.asgi import ASGIApp, Message, Receive, Scope, Send
+from mlflow_stack.server.credentials import CredentialGuard
+from mlflow_stack.server.gc_endpoint import GarbageCollectionEndpoint, server_collector
+from mlflow_stack.server.health import HealthCheck, backend_store_probe
+from mlflow_stack.server.hosts import HostCheck, HostPolicy
+from mlflow_stack.server.metrics import RequestMetrics, RouteLabels, install_endpoint
+from mlflow_stack.server.validation import RequestValidator, mlflow_routes
+from mlflow_stack.settings.contract import Settings
+
+SERVER_INFO_PATHS = frozenset({"/api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/server-info"})
+
+
+class ProxiedArtifactsOnly:
+    """ASGI middleware: advertise no presigned (direct-to-S3) artifact transfers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        from mlflow.utils.server_info import (
+            SERVER_INFO_MULTIPART_DOWNLOADS_ENABLED,
+            SERVER_INFO_MULTIPART_UPLOADS_ENABLED,
+        )
+
+        self.app = app
+        self.flags = (
+            SERVER_INFO_MULTIPART_UPLOADS_ENABLED,
+            SERVER_INFO_MULTIPART_DOWNLOADS_ENABLED,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in SERVER_INFO_PATHS:
+            await self.app(scope, receive, send)
+            return
+        start: Message = {}
+        chunks: list[bytes] = []
+
+        async def rewrite(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(chunks)
+            if start["status"] == 200:
+                info = json.loads(body)
+                info.update(dict.fromkeys(self.flags, False))
+                body = json.dumps(info).encode()
+            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, rewrite)
+
+
+def create_app() -> ASGIApp:
+    """The factory uvicorn calls in each worker (``--app-name mlflow-stack``)."""
+    from mlflow.server import app as flask_app
+    from mlflow.server.auth import create_app as create_basic_auth_app
+    from mlflow.server.auth import is_unprotected_route
+
+    settings = Settings.from_env(os.environ)
+    app = create_basic_auth_app()
+    install_endpoint(flask_app)
+    mlflow_routes()  # build the route table now, not on the first request
+    # MLflow's imports leave ~500 MB of long-lived objects in each worker; every full
+    # collection used to walk them all, which showed as p95 spikes on large responses
+    # (search_runs). Frozen objects are never scanned; request garbage still is.
+    gc.collect()
+    gc.freeze()
+    if not settings.presigned_urls:
+        app = ProxiedArtifactsOnly(app)
+    app = GarbageCollectionEndpoint(app, lambda: server_collector(settings))  # admins only
+    app = CredentialGuard(
+        app,
+        protected=lambda path: not is_unprotected_route(path),
+        remember_success=settings.auth_cache_ttl,
+    )
+    app = RequestValidator(app)
+    app = HealthCheck(app, backend_store_probe(settings))
+    app = HostCheck(app, HostPolicy(settings.allowed_hosts))
+    return RequestMetrics(app, RouteLabels(flask_app.url_map, own_paths=[GC_ENDPOINT]))

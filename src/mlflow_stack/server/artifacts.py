@@ -1,0 +1,93 @@
+"""MLflow's S3 artifact repository, registered for ``s3://`` through MLflow's
+``mlflow.artifact_repository`` entry point, with two additions.
+
+Missing objects raise MLflow's RESOURCE_DOES_NOT_EXIST. MLflow 3.17 lets botocore's 404 escape
+the artifact download route as a 500, and its client retries a 500 with exponential backoff
+for minutes. Loading ``runs:/<run>/model`` always hits this, because the loader tries the
+run's artifact path first and falls back to the logged model only after that download fails;
+with a 404 it falls back at once.
+
+Proxied uploads stream. MLflow's upload route hands the request body to repositories that
+implement its ``StreamUploadMixin``; for any other repository it first writes the whole body
+to a temporary file (one thread hop per network chunk) and only then uploads the file, so the
+client waits for both copies in turn. Here the body goes to S3 as a multipart upload while it
+is still arriving: a few parts in flight, memory bounded by them, and an aborted upload (client
+gone, S3 error) leaves neither an object nor a dangling multipart upload behind. The route
+answers 200 only once the stored object has been checked to hold every byte received; if it
+does not, it is deleted and the client gets a 500 saying so, which MLflow's client retries.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import posixpath
+from collections.abc import AsyncIterable
+from typing import Any, BinaryIO
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+from mlflow.store.artifact.artifact_repo import StreamUploadMixin
+from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository as MlflowS3Repository
+
+from mlflow_stack.server.multipart import MultipartUpload, UploadIntegrityError
+
+MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+class S3ArtifactRepository(MlflowS3Repository, StreamUploadMixin):
+    def _download_file(self, remote_file_path: str, local_path: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            super()._download_file(remote_file_path, local_path)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in MISSING:
+                raise MlflowException(
+                    f"No artifact at {remote_file_path!r}", error_code=RESOURCE_DOES_NOT_EXIST
+                ) from None
+            raise
+
+    def _destination(self, file_name: str, artifact_path: str | None) -> tuple[str, str]:
+        bucket, key = self.parse_s3_compliant_uri(self.artifact_uri)
+        if artifact_path:
+            key = posixpath.join(key, artifact_path)
+        return bucket, posixpath.join(key, posixpath.basename(file_name))
+
+    def _object_args(self, file_name: str) -> dict[str, Any]:
+        """What MLflow's own upload sets: content type and encoding, owner, env extras."""
+        args: dict[str, Any] = {}
+        content_type, encoding = mimetypes.guess_type(file_name)
+        if content_type is not None:
+            args["ContentType"] = content_type
+        if encoding is not None:
+            args["ContentEncoding"] = encoding
+        args.update(self._bucket_owner_params)
+        args.update(self.get_s3_file_upload_extra_args() or {})
+        return args
+
+    def log_artifact_from_stream(
+        self, stream: BinaryIO, artifact_file_name: str, artifact_path: str | None = None
+    ) -> None:
+        bucket, key = self._destination(artifact_file_name, artifact_path)
+        self._get_s3_client().upload_fileobj(
+            stream, bucket, key, ExtraArgs=self._object_args(artifact_file_name)
+        )
+
+    async def log_artifact_from_async_stream(
+        self,
+        chunks: AsyncIterable[bytes],
+        artifact_file_name: str,
+        artifact_path: str | None = None,
+    ) -> None:
+        bucket, key = self._destination(artifact_file_name, artifact_path)
+        upload = MultipartUpload(
+            self._get_s3_client(),
+            bucket,
+            key,
+            self._object_args(artifact_file_name),
+            self._bucket_owner_params,
+        )
+        try:
+            await upload.run(chunks)
+        except UploadIntegrityError as error:  # a 500 that says why, rather than a bare one
+            raise MlflowException(f"The upload was not stored whole: {error}") from error

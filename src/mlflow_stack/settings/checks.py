@@ -1,0 +1,181 @@
+"""Value checks of the settings: each takes the raw string of one environment variable and
+returns the parsed value, or raises ValueError saying what is wrong (the caller names the
+variable)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+Parser = Callable[[str], Any]
+
+#: Characters that break .env parsing or compose interpolation when unquoted.
+UNSAFE_IN_ENV = re.compile(r"[\s'\"$#\\`]")
+
+
+def text(value: str) -> str:
+    """any text"""
+    return value
+
+
+def port(value: str) -> int:
+    """TCP port, 1-65535"""
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError("must be a TCP port number between 1 and 65535")
+    return int(value)
+
+
+def int_between(low: int, high: int) -> Parser:
+    """A check for a whole number from ``low`` to ``high``."""
+
+    def parse(value: str) -> int:
+        if not value.isdigit() or not low <= int(value) <= high:
+            raise ValueError(f"must be a whole number between {low} and {high}")
+        return int(value)
+
+    parse.__doc__ = f"whole number, {low}-{high}"
+    return parse
+
+
+def boolean(value: str) -> bool:
+    """true or false (also 1/0, yes/no, on/off)"""
+    lowered = value.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def choice(*options: str) -> Parser:
+    """A check for one of ``options``, exactly."""
+
+    def parse(value: str) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    parse.__doc__ = f"one of {', '.join(options)}"
+    return parse
+
+
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def host(value: str) -> str:
+    """host name or IP address"""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if len(value) > 253 or not all(_HOST_LABEL.match(label) for label in value.split(".")):
+        raise ValueError("must be a host name or IP address (no scheme, port or path)")
+    return value
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def identifier(value: str) -> str:
+    """SQL identifier: a letter or _, then letters, digits, _ (at most 63)"""
+    if not _IDENTIFIER.match(value):
+        raise ValueError("must start with a letter or _ and contain only letters, digits and _")
+    return value
+
+
+def secret(min_length: int) -> Parser:
+    """A check for a secret of at least ``min_length`` characters that .env keeps unquoted."""
+
+    def parse(value: str) -> str:
+        if len(value) < min_length:
+            raise ValueError(f"must be at least {min_length} characters long")
+        if UNSAFE_IN_ENV.search(value):
+            raise ValueError("must not contain whitespace, quotes, $, #, ` or \\")
+        return value
+
+    parse.__doc__ = (
+        f"at least {min_length} characters; no whitespace, quotes, $, #, backtick or backslash"
+    )
+    return parse
+
+
+def access_key(value: str) -> str:
+    """at least 3 characters; no whitespace, quotes, $, #, backtick or backslash"""
+    if len(value) < 3 or UNSAFE_IN_ENV.search(value):
+        raise ValueError("must be at least 3 characters, without whitespace, quotes, $ or #")
+    return value
+
+
+_USERNAME = re.compile(r"^[A-Za-z0-9._@+-]{1,64}$")
+
+
+def username(value: str) -> str:
+    """1-64 letters, digits or . _ @ + -"""
+    if not _USERNAME.match(value):
+        raise ValueError("must be 1-64 letters, digits or . _ @ + -")
+    return value
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def bucket(value: str) -> str:
+    """S3 bucket name: 3-63 lowercase letters, digits, . or -"""
+    if not _BUCKET.match(value) or ".." in value:
+        raise ValueError("must be a valid S3 bucket name (3-63 lowercase letters, digits, . or -)")
+    return value
+
+
+def endpoint_url(value: str) -> str:
+    """http:// or https:// URL without path or query"""
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL such as http://127.0.0.1:9000")
+    if parts.path not in {"", "/"} or parts.query:
+        raise ValueError("must not have a path or query (the bucket is set separately)")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return value.rstrip("/")
+
+
+_REGION = re.compile(r"^[a-z0-9-]{2,32}$")
+
+
+def region(value: str) -> str:
+    """region name such as us-east-1"""
+    if not _REGION.match(value):
+        raise ValueError("must be a region name such as us-east-1")
+    return value
+
+
+_HOST_PATTERN = re.compile(r"^[A-Za-z0-9.*:\-\[\]]+$")
+
+
+def host_patterns(value: str) -> tuple[str, ...]:
+    """comma-separated host names; * wildcards"""
+    patterns = tuple(item.strip() for item in value.split(",") if item.strip())
+    for pattern in patterns:
+        if not _HOST_PATTERN.match(pattern):
+            raise ValueError(
+                f"{pattern!r} is not a host name or pattern (letters, digits, . - : and * only)"
+            )
+    return patterns
+
+
+def networks(value: str) -> tuple[str, ...]:
+    """comma-separated IP addresses or CIDR ranges"""
+    items = tuple(item.strip() for item in value.split(",") if item.strip())
+    for network in items:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{network!r} is not an IP address or CIDR range such as 10.0.0.0/16"
+            ) from None
+    return items

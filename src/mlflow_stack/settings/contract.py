@@ -1,0 +1,400 @@
+"""Every environment variable the stack reads: name, default, check and a one-line doc.
+
+This module is the single source of truth for the stack's configuration contract.
+``.env.example`` and ``docs/configuration.md`` are rendered from it (:mod:`.render`);
+``docker-compose.yml``, the native runtime and the EC2 user data name exactly these variables,
+and tests keep them in agreement. The value checks live in :mod:`.checks`. A missing or invalid
+value stops start-up with one line per problem naming the variable
+(:class:`~mlflow_stack.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+from urllib.parse import quote
+
+from mlflow_stack.errors import ConfigError
+from mlflow_stack.settings import checks
+
+SECTIONS = {
+    "postgres": "PostgreSQL (backend store: experiments, runs, metrics, registry, users)",
+    "s3": "S3 (artifact store, reached only by the server: clients never hold these keys)",
+    "server": "MLflow server",
+    "auth": "Authentication (MLflow basic-auth; login is always required)",
+}
+
+#: The runtimes that read the contract (each passes every setting to `mlflow-stack serve`), and
+#: where each takes a value from unless it sets the value itself (:attr:`Setting.fixed_by`).
+RUNTIMES = {
+    "native": ("native (`mlflow-stack up`)", "`.env`"),
+    "compose": ("docker compose", "`.env`"),
+    "ec2": ("AWS (EC2 user data)", "Terraform's `settings`"),
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable of the contract."""
+
+    name: str
+    doc: str
+    section: str
+    default: str | None = None  # None: required, and there is no default
+    parse: checks.Parser = checks.text
+    secret: bool = False  # never echoed back in messages
+    generate: bool = False  # `make up` fills it with a fresh random value in a new .env
+    #: Runtimes that set the value themselves (runtime -> what they set), so that a value in
+    #: .env does not reach the server there; tests compare this with compose and Terraform.
+    fixed_by: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+    def value_from(self, environ: Mapping[str, str]) -> Any:
+        """The parsed value in ``environ``, else the default; ConfigError naming the variable."""
+        raw = environ.get(self.name) or self.default or ""
+        try:
+            return self.parse(raw)
+        except ValueError as error:
+            shown = "" if self.secret else f"={raw!r}"
+            raise ConfigError([f"{self.name}{shown} {error}"]) from None
+
+    def new_value(self) -> str:
+        """A fresh random value for a new .env file (secrets and generated identifiers)."""
+        return secrets.token_urlsafe(32) if self.secret else secrets.token_hex(10)
+
+
+def _setting(name: str, doc: str, section: str, **options: Any) -> Any:
+    return field(metadata={"setting": Setting(name, doc, section, **options)})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration. Build it with :meth:`from_env`."""
+
+    postgres_host: str = _setting(
+        "POSTGRES_HOST",
+        "Host of the PostgreSQL server (compose uses its postgres service, the native runtime "
+        "its own server on 127.0.0.1, AWS the RDS endpoint).",
+        "postgres",
+        default="127.0.0.1",
+        parse=checks.host,
+        fixed_by={"compose": "`postgres`, the compose service", "ec2": "the RDS endpoint"},
+    )
+    postgres_port: int = _setting(
+        "POSTGRES_PORT",
+        "TCP port of the PostgreSQL server (the native runtime listens on it).",
+        "postgres",
+        default="5432",
+        parse=checks.port,
+        fixed_by={"compose": "5432, inside the compose network", "ec2": "the RDS port"},
+    )
+    postgres_user: str = _setting(
+        "POSTGRES_USER",
+        "PostgreSQL role the server connects as (created as the superuser by compose and "
+        "the native runtime).",
+        "postgres",
+        default="mlflow",
+        parse=checks.identifier,
+        fixed_by={"ec2": "Terraform's `db_username`"},
+    )
+    postgres_password: str = _setting(
+        "POSTGRES_PASSWORD",
+        "Password of POSTGRES_USER.",
+        "postgres",
+        parse=checks.secret(12),
+        secret=True,
+        generate=True,
+        fixed_by={"ec2": "read from Secrets Manager at boot"},
+    )
+    postgres_db: str = _setting(
+        "POSTGRES_DB",
+        "Database for experiments, runs and the model registry (created if missing).",
+        "postgres",
+        default="mlflow",
+        parse=checks.identifier,
+        fixed_by={"ec2": "Terraform's `db_name`"},
+    )
+    auth_db: str = _setting(
+        "MLFLOW_STACK_AUTH_DB",
+        "Database for users and permissions of the basic-auth app (created if missing).",
+        "postgres",
+        default="mlflow_auth",
+        parse=checks.identifier,
+    )
+    postgres_sslmode: str = _setting(
+        "POSTGRES_SSLMODE",
+        "libpq sslmode for connections to PostgreSQL (use require or verify-full for a "
+        "database across a network).",
+        "postgres",
+        default="prefer",
+        parse=checks.choice("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+        fixed_by={"ec2": "`require`"},
+    )
+    s3_bucket: str = _setting(
+        "MLFLOW_STACK_S3_BUCKET",
+        "Bucket that holds all artifacts (created if missing).",
+        "s3",
+        default="mlflow",
+        parse=checks.bucket,
+        fixed_by={"ec2": "the bucket Terraform creates"},
+    )
+    s3_endpoint_url: str = _setting(
+        "MLFLOW_STACK_S3_ENDPOINT_URL",
+        "S3 endpoint; empty means AWS S3. Compose points it at its minio service; the native "
+        "runtime runs its own S3 server on this URL's port (http://127.0.0.1:9000 if empty).",
+        "s3",
+        default="",
+        parse=checks.endpoint_url,
+        fixed_by={"compose": "`http://minio:9000`", "ec2": "empty: AWS S3"},
+    )
+    s3_access_key: str = _setting(
+        "MLFLOW_STACK_S3_ACCESS_KEY",
+        "S3 access key id; empty means the default AWS credential chain (e.g. an EC2 "
+        "instance role). Compose and the native runtime require it.",
+        "s3",
+        default="",
+        parse=checks.access_key,
+        generate=True,
+        fixed_by={"ec2": "empty: the instance role"},
+    )
+    s3_secret_key: str = _setting(
+        "MLFLOW_STACK_S3_SECRET_KEY",
+        "S3 secret access key; set together with MLFLOW_STACK_S3_ACCESS_KEY.",
+        "s3",
+        default="",
+        parse=checks.secret(12),
+        secret=True,
+        generate=True,
+        fixed_by={"ec2": "empty: the instance role"},
+    )
+    s3_region: str = _setting(
+        "MLFLOW_STACK_S3_REGION",
+        "S3 region.",
+        "s3",
+        default="us-east-1",
+        parse=checks.region,
+        fixed_by={"ec2": "the deployment's region"},
+    )
+    presigned_urls: bool = _setting(
+        "MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS",
+        "Let clients move large artifacts straight to and from S3 with presigned URLs. Only "
+        "where every client can reach the S3 endpoint (e.g. AWS S3); off: every artifact byte "
+        "goes through the server.",
+        "s3",
+        default="false",
+        parse=checks.boolean,
+    )
+    host: str = _setting(
+        "MLFLOW_STACK_HOST",
+        "Interface the server binds to (the image sets 0.0.0.0; keep 127.0.0.1 on a shared "
+        "machine).",
+        "server",
+        default="127.0.0.1",
+        parse=checks.host,
+        fixed_by={
+            "compose": "0.0.0.0 in the container; .env's value is the published address",
+            "ec2": "0.0.0.0 in the container",
+        },
+    )
+    port: int = _setting(
+        "MLFLOW_STACK_PORT",
+        "TCP port of the MLflow server (the only port compose publishes).",
+        "server",
+        default="5000",
+        parse=checks.port,
+        fixed_by={
+            "compose": "5000 in the container; .env's value is the published port",
+            "ec2": "5000 in the container, behind the load balancer",
+        },
+    )
+    workers: int = _setting(
+        "MLFLOW_STACK_WORKERS",
+        "Number of server worker processes.",
+        "server",
+        default="2",
+        parse=checks.int_between(1, 64),
+    )
+    allowed_hosts: tuple[str, ...] = _setting(
+        "MLFLOW_STACK_ALLOWED_HOSTS",
+        "Host names clients use to reach the server, besides localhost and private IPs "
+        "(always allowed); comma-separated, * wildcards, any port. Add your public DNS name.",
+        "server",
+        default="mlflow",
+        parse=checks.host_patterns,
+        fixed_by={"ec2": "`domain_name` and the load balancer's DNS name"},
+    )
+    trusted_proxies: tuple[str, ...] = _setting(
+        "MLFLOW_STACK_TRUSTED_PROXIES",
+        "Reverse proxies or load balancers in front of the server (IP addresses or CIDR ranges, "
+        "comma-separated) whose X-Forwarded-For header names the real client. Empty: trust "
+        "none; the connecting address is the client (failed logins are limited per client).",
+        "server",
+        default="",
+        parse=checks.networks,
+        fixed_by={"ec2": "the VPC's CIDR block"},
+    )
+    wait_timeout: int = _setting(
+        "MLFLOW_STACK_WAIT_TIMEOUT",
+        "Seconds `serve` waits for PostgreSQL and S3 to answer before giving up.",
+        "server",
+        default="60",
+        parse=checks.int_between(1, 3600),
+    )
+    job_execution: bool = _setting(
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
+        "Run MLflow's job runner and huey consumers (GenAI scorer and prompt-optimization "
+        "jobs, ~230 MB each); a tracking server does not need them.",
+        "server",
+        default="false",
+        parse=checks.boolean,
+    )
+    gc_retention_days: int = _setting(
+        "MLFLOW_STACK_GC_RETENTION_DAYS",
+        "Days a deleted run or experiment stays restorable: the scheduled `mlflow-stack gc` "
+        "(compose gc service, EC2 timer, cron) then deletes it and its artifacts for good.",
+        "server",
+        default="30",
+        parse=checks.int_between(0, 36500),
+    )
+    admin_username: str = _setting(
+        "MLFLOW_AUTH_ADMIN_USERNAME",
+        "Admin account created on first start (later changes need the update-password API).",
+        "auth",
+        default="admin",
+        parse=checks.username,
+    )
+    admin_password: str = _setting(
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        "Password of the admin account, used when the account is first created.",
+        "auth",
+        parse=checks.secret(12),
+        secret=True,
+        generate=True,
+        fixed_by={"ec2": "read from Secrets Manager at boot"},
+    )
+    flask_secret_key: str = _setting(
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "Signs the UI's CSRF tokens; every worker and replica must share it.",
+        "auth",
+        parse=checks.secret(16),
+        secret=True,
+        generate=True,
+        fixed_by={"ec2": "read from Secrets Manager at boot"},
+    )
+    default_permission: str = _setting(
+        "MLFLOW_STACK_AUTH_DEFAULT_PERMISSION",
+        "Permission every user has on resources they did not create.",
+        "auth",
+        default="READ",
+        parse=checks.choice("READ", "EDIT", "MANAGE", "NO_PERMISSIONS"),
+    )
+    auth_cache_ttl: int = _setting(
+        "MLFLOW_STACK_AUTH_CACHE_TTL",
+        "Seconds a worker remembers a verified password (0: verify every request, ~0.1 s of "
+        "scrypt each). A password change or user deletion reaches the other workers within it.",
+        "auth",
+        default="60",
+        parse=checks.int_between(0, 3600),
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Parse and validate every setting; raise ConfigError listing every problem."""
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for attribute, setting in _FIELDS:
+            raw = environ.get(setting.name, "")
+            if raw == "":
+                if setting.required:
+                    problems.append(f"{setting.name} is not set: it is required and has no default")
+                    continue
+                raw = setting.default or ""
+                if raw == "":
+                    values[attribute] = ""
+                    continue
+            try:
+                values[attribute] = setting.parse(raw)
+            except ValueError as error:
+                shown = "" if setting.secret else f"={raw!r}"
+                problems.append(f"{setting.name}{shown} {error}")
+        if not problems:
+            problems.extend(_cross_checks(values))
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)
+
+    # --- derived values ---
+
+    @property
+    def backend_store_uri(self) -> str:
+        """SQLAlchemy URI of the tracking database; the password travels in PGPASSWORD."""
+        return self._database_uri(self.postgres_db)
+
+    @property
+    def auth_database_uri(self) -> str:
+        return self._database_uri(self.auth_db)
+
+    def _database_uri(self, database: str) -> str:
+        host = f"[{self.postgres_host}]" if ":" in self.postgres_host else self.postgres_host
+        user = quote(self.postgres_user, safe="")
+        return f"postgresql+psycopg2://{user}@{host}:{self.postgres_port}/{database}"
+
+    @property
+    def artifacts_destination(self) -> str:
+        return f"s3://{self.s3_bucket}"
+
+    @property
+    def tracking_uri(self) -> str:
+        wildcard = {"0.0.0.0", "::"}  # noqa: S104 - recognising it, not binding
+        host = "127.0.0.1" if self.host in wildcard else self.host
+        return f"http://{host}:{self.port}"
+
+
+def _cross_checks(values: Mapping[str, Any]) -> list[str]:
+    problems = []
+    if values["auth_db"] == values["postgres_db"]:
+        problems.append("MLFLOW_STACK_AUTH_DB must differ from POSTGRES_DB")
+    if bool(values["s3_access_key"]) != bool(values["s3_secret_key"]):
+        problems.append(
+            "MLFLOW_STACK_S3_ACCESS_KEY and MLFLOW_STACK_S3_SECRET_KEY must be set together "
+            "(or both left empty to use the AWS credential chain)"
+        )
+    return problems
+
+
+_FIELDS: tuple[tuple[str, Setting], ...] = tuple(
+    (f.name, f.metadata["setting"]) for f in fields(Settings)
+)
+
+#: Every setting, in the order they appear in .env.example.
+SETTINGS: tuple[Setting, ...] = tuple(setting for _, setting in _FIELDS)
+SETTING_NAMES: frozenset[str] = frozenset(setting.name for setting in SETTINGS)
+_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+
+
+def setting(name: str) -> Setting:
+    """The setting called ``name`` (KeyError for a name that is not one)."""
+    return _BY_NAME[name]
+
+
+def unknown_names(names: Iterable[str]) -> list[str]:
+    """Warnings for names that look like stack settings but are not (likely typos)."""
+    warnings = []
+    prefixes = ("MLFLOW_STACK_", "POSTGRES_")
+    for name in names:
+        if name.startswith(prefixes) and name not in SETTING_NAMES:
+            close = difflib.get_close_matches(name, SETTING_NAMES, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            warnings.append(f"{name} is not a setting of mlflow-stack{hint}")
+    return warnings
+
+
+def new_env_values() -> dict[str, str]:
+    """Fresh random values for every setting that a new .env gets generated."""
+    return {s.name: s.new_value() for s in SETTINGS if s.generate}

@@ -1,0 +1,80 @@
+"""/health follows the backend store (with a short memory), /health/live only the process."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mlflow_stack.server.health import PROBE_TIMEOUT, REUSE_SECONDS, HealthCheck
+from tests.unit.server.asgi_harness import EchoApp, request
+
+
+class Probe:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.failure: Exception | None = None
+        self.delay = 0.0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        time.sleep(self.delay)
+        if self.failure:
+            raise self.failure
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_health_follows_the_backend_store_and_live_does_not() -> None:
+    probe, clock = Probe(), Clock()
+    app = HealthCheck(EchoApp(), probe, clock)
+    assert request(app, path="/health").status == 200
+    probe.failure = ConnectionRefusedError('connection to server at "127.0.0.1" failed\nmore')
+    clock.now += REUSE_SECONDS
+    down = request(app, path="/health")
+    assert down.status == 503
+    assert down.body == (
+        b'unhealthy: the backend store is unreachable: connection to server at "127.0.0.1" failed'
+    )
+    assert request(app, path="/health/live").status == 200
+    assert not request(app, path="/health/live").reached_app
+    probe.failure = None
+    clock.now += REUSE_SECONDS
+    assert request(app, path="/health").status == 200
+
+
+def test_a_healthy_verdict_is_reused_briefly_and_a_failure_is_probed_again() -> None:
+    probe, clock = Probe(), Clock()
+    app = HealthCheck(EchoApp(), probe, clock)
+    for _ in range(5):
+        request(app, path="/health")
+    assert probe.calls == 1
+    clock.now += REUSE_SECONDS
+    probe.failure = ConnectionRefusedError("refused")
+    assert request(app, path="/health").status == 503
+    probe.failure = None
+    assert request(app, path="/health").status == 200  # the recovery is seen at once
+    assert probe.calls == 3
+
+
+def test_a_hanging_store_is_unhealthy_after_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow_stack.server import health
+
+    monkeypatch.setattr(health, "PROBE_TIMEOUT", 0.2)
+    probe = Probe()
+    probe.delay = 1.0
+    began = time.monotonic()
+    answer = request(HealthCheck(EchoApp(), probe), path="/health")
+    assert answer.status == 503
+    assert b"did not answer within 0.2 s" in answer.body
+    assert time.monotonic() - began < PROBE_TIMEOUT
+
+
+def test_other_paths_go_to_the_app() -> None:
+    assert request(HealthCheck(EchoApp(), Probe()), path="/api/2.0/mlflow/x").reached_app
