@@ -33,7 +33,7 @@ def parse_size(text: str) -> int:
     number = cleaned[:-1] if cleaned[-1:] in units else cleaned
     try:
         size = int(float(number) * factor)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "inf", "1e400K"
         raise ValueError(f"not a size: {text!r} (examples: 10M, 512K, 1048576)") from None
     if size < 1024:
         raise ValueError(f"log size {text!r} is below 1K")
@@ -140,15 +140,19 @@ class RotatingLog:
 
 
 def follow(path: Path, *, interval: float = 0.5) -> Iterator[str]:
-    """Lines appended to ``path`` from now on, across rotations and truncations (`tail -F`)."""
+    """Lines appended to ``path`` from now on, across rotations and truncations (`tail -F`);
+    a log that is not there yet is shown from its first line once it appears."""
     handle = None
+    there_at_start = True
     try:
         while handle is None:
             try:
                 handle = path.open("r", encoding="utf-8", errors="replace")
-                handle.seek(0, os.SEEK_END)
             except FileNotFoundError:
+                there_at_start = False  # a log that appears later is read from its start
                 time.sleep(interval)
+        if there_at_start:
+            handle.seek(0, os.SEEK_END)
         while True:
             line = handle.readline()
             if line:

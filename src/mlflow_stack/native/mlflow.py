@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import sys
 import urllib.error
 import urllib.request
@@ -76,5 +77,9 @@ class MlflowService(Service):
                 # The normal state for the first ~10 s: serve migrates, then MLflow imports.
                 raise NotReady(f"still starting, port {self.settings.port} not open yet") from None
             raise NotReady(str(reason)) from None
+        except http.client.HTTPException as error:  # BadStatusLine: not an HTTP server
+            said = str(error).strip().splitlines()[:1]  # BadStatusLine holds what came back
+            what = f"it said {said[0][:60]!r}" if said else type(error).__name__
+            raise NotReady(f"port {self.settings.port} does not answer HTTP ({what})") from None
         if api != 200:
             raise NotReady(f"an authenticated API call answered HTTP {api}")

@@ -36,11 +36,13 @@ INSTALL_PARTS = ("bin", "lib", "share")
 
 
 def _may_traverse(info: os.stat_result, account: pwd.struct_passwd) -> bool:
-    if info.st_mode & stat.S_IXOTH:
-        return True
-    if info.st_uid == account.pw_uid and info.st_mode & stat.S_IXUSR:
-        return True
-    return bool(info.st_gid == account.pw_gid and info.st_mode & stat.S_IXGRP)
+    # As the kernel does: only the first class that matches counts (owner, else group, else
+    # others), so a 0601 directory of the account's own is closed to it.
+    if info.st_uid == account.pw_uid:
+        return bool(info.st_mode & stat.S_IXUSR)
+    if info.st_gid == account.pw_gid:
+        return bool(info.st_mode & stat.S_IXGRP)
+    return bool(info.st_mode & stat.S_IXOTH)
 
 
 def blocking_directory(path: Path, account: pwd.struct_passwd) -> Path | None:

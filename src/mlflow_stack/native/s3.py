@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,9 +35,16 @@ def s3_port(endpoint_url: str) -> int:
 
 
 def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    """Replace ``path`` with a new 0600 file: an old file's looser mode is not kept, and
+    whoever has the old one open does not get to read the new text."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # made 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        Path(temp).replace(path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 class _S3Service(Service):
@@ -73,7 +81,11 @@ class _S3Service(Service):
         saved = _read_ports(path)
         ports = self._usable_ports({name: saved[name] for name in names if name in saved})
         if set(ports) != set(names) or ports != saved:
-            taken = {s3_port(self.settings.s3_endpoint_url), self.settings.postgres_port}
+            taken = {  # every port the stack's configuration sets
+                s3_port(self.settings.s3_endpoint_url),
+                self.settings.postgres_port,
+                self.settings.port,
+            }
             taken |= set(ports.values())
             for name in names:
                 if name not in ports:

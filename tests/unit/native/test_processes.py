@@ -19,6 +19,7 @@ from mlflow_stack.native.processes import (
     stop,
     tail,
 )
+from tests.unit.native.helpers import wait_until
 
 SLEEPER = "import time; time.sleep(60)"
 STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
@@ -107,3 +108,30 @@ def test_tail_reaches_into_the_previous_log_just_after_a_rotation(tmp_path: Path
     assert tail(log, 4) == "old 8\nold 9\nnew 0\nnew 1"
     assert tail(log, 2) == "new 0\nnew 1"
     assert tail(tmp_path / "absent.log", 3) == ""
+
+
+SETSID_CHILD = (
+    "import os, subprocess, sys, time\n"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
+    " start_new_session=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_members_include_descendants_in_sessions_of_their_own(tmp_path: Path) -> None:
+    """PostgreSQL backends call setsid: the service's members must still include them."""
+    proc = spawn(
+        [sys.executable, "-c", SETSID_CHILD],
+        env=dict(os.environ),
+        cwd=tmp_path,
+        log_path=tmp_path / "x.log",
+    )
+    record = record_of(proc)
+    try:
+        wait_until("the grandchild", lambda: len(record.members()) == 2)
+        assert [p.pid for p in record.group()] == [proc.pid]
+    finally:
+        members = record.members()
+        assert stop(record, sig=signal.SIGTERM, timeout=5)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in members)
+    assert ProcessRecord.load(tmp_path / "absent.json") is None

@@ -2,85 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
 import sys
 import textwrap
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-import pytest
 
-from mlflow_stack.native import supervision
-from mlflow_stack.native.logfile import RotatingLog, follow, parse_size, rotated
-from mlflow_stack.native.processes import ProcessRecord, free_port, record_of, spawn, stop
-from mlflow_stack.native.supervisor import Options, SupervisorState, command
-
-SLEEPER = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(600)"]
-
-
-def wait_until(what: str, predicate: Callable[[], object], timeout: float = 15) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
-
-
-class Supervised:
-    def __init__(self, tmp_path: Path, argv: list[str], **overrides: object) -> None:
-        options = Options(
-            name="demo",
-            argv=argv,
-            cwd=tmp_path,
-            log=tmp_path / "demo.log",
-            state=tmp_path / "demo.state",
-            stop_timeout=5,
-            backoff_initial=0.25,
-            backoff_max=1.0,
-        )
-        self.options = replace(options, **overrides)  # type: ignore[arg-type]
-        self.proc = spawn(
-            command(self.options), env=dict(os.environ), cwd=tmp_path, log_path=self.options.log
-        )
-        self.record = record_of(self.proc)
-
-    def state(self) -> SupervisorState:
-        state = wait_until("its state file", lambda: SupervisorState.load(self.options.state))
-        return state  # type: ignore[return-value]
-
-    def running_child(self, other_than: int | None = None) -> psutil.Process:
-        def ready() -> psutil.Process | None:
-            state = SupervisorState.load(self.options.state)
-            if state is None or state.state != "running" or state.child == other_than:
-                return None
-            return state.child_process()
-
-        return wait_until("a running child", ready)  # type: ignore[return-value]
-
-    def log(self) -> str:
-        return self.options.log.read_text()
-
-
-@pytest.fixture
-def supervised(tmp_path: Path) -> Iterator[Callable[..., Supervised]]:
-    started: list[Supervised] = []
-
-    def start(argv: list[str], **overrides: object) -> Supervised:
-        started.append(Supervised(tmp_path, argv, **overrides))
-        return started[-1]
-
-    yield start
-    for one in started:
-        stop(one.record, sig=signal.SIGTERM, timeout=10)
+from mlflow_stack.native.logfile import rotated
+from mlflow_stack.native.processes import free_port, stop
+from mlflow_stack.native.supervisor import Options, command
+from tests.unit.native.helpers import SLEEPER, Supervised, wait_until
 
 
 def test_a_killed_child_is_restarted_after_a_doubling_delay_and_the_log_says_why(
@@ -206,39 +141,6 @@ def test_a_child_that_ignores_the_stop_signal_is_killed_after_the_timeout(
     assert "did not stop within 1 s: killing it" in demo.log()
 
 
-def test_a_dead_supervisor_leaves_its_service_running_and_status_says_so(
-    supervised: Callable[..., Supervised],
-) -> None:
-    demo = supervised(SLEEPER)
-    child = demo.running_child()
-    wait_until("its output", lambda: "up\n" in demo.log())  # it writes nothing after this
-    assert supervision.problem(demo.record, demo.options.state) is None
-    os.kill(demo.record.pid, signal.SIGKILL)
-    demo.proc.wait(5)
-    assert child.is_running()  # the service is not taken down with it
-    problem = supervision.problem(demo.record, demo.options.state)
-    assert problem is not None and "supervisor" in problem and "is gone" in problem
-    assert child.pid in {p.pid for p in demo.record.members()}
-
-
-def test_a_stopped_supervisor_with_a_dead_server_is_reported(
-    supervised: Callable[..., Supervised],
-) -> None:
-    demo = supervised(SLEEPER)
-    child = demo.running_child()
-    os.kill(demo.record.pid, signal.SIGSTOP)
-    try:
-        child.kill()
-        wait_until("its death", lambda: child.status() == psutil.STATUS_ZOMBIE)  # not reaped
-        problem = supervision.problem(demo.record, demo.options.state)
-        assert problem is not None
-        assert f"server process (pid {child.pid}) is gone" in problem
-    finally:
-        os.kill(demo.record.pid, signal.SIGCONT)
-    demo.running_child(other_than=child.pid)
-    assert supervision.problem(demo.record, demo.options.state) is None
-
-
 def test_rotation_keeps_n_files_of_bounded_size_and_loses_no_line(
     supervised: Callable[..., Supervised],
 ) -> None:
@@ -265,116 +167,6 @@ def test_rotation_keeps_n_files_of_bounded_size_and_loses_no_line(
                 assert line == f"line {number:06d} " + "x" * (number % 50)  # never split
                 numbers.append(number)
     assert numbers == list(range(numbers[0], count))  # a contiguous run up to the newest
-
-
-def test_rotating_log_keeps_partial_lines_whole_and_gives_a_long_line_its_own_file(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "svc.log"
-    opened: list[int] = []
-    writer = RotatingLog(path, max_bytes=100, keep=2, on_open=opened.append)
-    writer.write(b"first half")
-    assert path.read_bytes() == b""  # an unfinished line waits for its end
-    writer.write(b" and its end\n")
-    assert path.read_bytes() == b"first half and its end\n"
-    writer.write(b"a" * 80 + b"\n")  # would pass 100 bytes: rotate first
-    assert rotated(path, 1).read_bytes() == b"first half and its end\n"
-    writer.write(b"L" * 300 + b"\n")  # longer than a file: a file of its own, whole
-    writer.line("supervisor note")
-    writer.write(b"unfinished")
-    writer.close()  # ends and writes the unfinished line
-    assert path.read_bytes() == b"supervisor note\nunfinished\n"
-    assert rotated(path, 1).read_bytes() == b"L" * 300 + b"\n"
-    assert rotated(path, 2).read_bytes() == b"a" * 80 + b"\n"
-    assert not rotated(path, 3).exists()  # keep=2: the first file is gone
-    assert len(opened) == 4  # the supervisor re-points its own output at each new file
-
-
-def test_parse_size_accepts_binary_units() -> None:
-    assert parse_size("10M") == 10 * 2**20
-    assert parse_size("512K") == 512 * 1024
-    assert parse_size("1GiB") == 2**30
-    assert parse_size("4096") == 4096
-    for bad in ("ten", "12"):
-        with pytest.raises(ValueError):
-            parse_size(bad)
-
-
-def test_follow_keeps_following_across_rotations(tmp_path: Path) -> None:
-    path = tmp_path / "svc.log"
-    path.write_text("old line\n")
-    seen: list[str] = []
-    lines = follow(path, interval=0.02)
-
-    def consume() -> None:
-        for line in lines:
-            seen.append(line)
-            if line.startswith("line 0199"):
-                return
-
-    reader = threading.Thread(target=consume, daemon=True)
-    reader.start()
-    time.sleep(0.3)  # the follower is at the end of the file now
-    writer = RotatingLog(path, max_bytes=300, keep=2)
-    for i in range(200):
-        writer.write(f"line {i:04d}\n".encode())
-        if i % 20 == 0:
-            time.sleep(0.03)
-    writer.close()
-    reader.join(10)
-    assert [line.strip() for line in seen] == [f"line {i:04d}" for i in range(200)]
-
-
-def test_logs_follow_on_the_command_line_survives_a_rotation(tmp_path: Path) -> None:
-    logs = tmp_path / "data" / "logs"
-    logs.mkdir(parents=True)
-    path = logs / "mlflow.log"
-    path.write_text("before\n")
-    follower = subprocess.Popen(
-        [sys.executable, "-m", "mlflow_stack", "logs", "mlflow", "-f", "-n", "1",
-         "--data-dir", str(tmp_path / "data")],
-        stdout=subprocess.PIPE, text=True, cwd=tmp_path,
-    )  # fmt: skip
-    try:
-        assert follower.stdout is not None
-        assert follower.stdout.readline() == "before\n"
-        time.sleep(1.5)  # it follows from the end now
-        with path.open("a") as handle:
-            handle.write("in the old file\n")
-        path.rename(rotated(path, 1))
-        path.write_text("in the new file\n")
-        assert follower.stdout.readline() == "in the old file\n"
-        assert follower.stdout.readline() == "in the new file\n"
-    finally:
-        follower.kill()
-        follower.wait(5)
-
-
-SETSID_CHILD = (
-    "import os, subprocess, sys, time\n"
-    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
-    " start_new_session=True)\n"
-    "time.sleep(60)\n"
-)
-
-
-def test_members_include_descendants_in_sessions_of_their_own(tmp_path: Path) -> None:
-    """PostgreSQL backends call setsid: the service's members must still include them."""
-    proc = spawn(
-        [sys.executable, "-c", SETSID_CHILD],
-        env=dict(os.environ),
-        cwd=tmp_path,
-        log_path=tmp_path / "x.log",
-    )
-    record = record_of(proc)
-    try:
-        wait_until("the grandchild", lambda: len(record.members()) == 2)
-        assert [p.pid for p in record.group()] == [proc.pid]
-    finally:
-        members = record.members()
-        assert stop(record, sig=signal.SIGTERM, timeout=5)
-    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in members)
-    assert ProcessRecord.load(tmp_path / "absent.json") is None
 
 
 def test_the_supervisor_command_line_parses_back_to_its_options(tmp_path: Path) -> None:
