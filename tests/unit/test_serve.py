@@ -106,3 +106,67 @@ def test_auth_config_points_the_user_store_at_postgres_without_a_secret(tmp_path
     assert section["default_permission"] == "NO_PERMISSIONS"
     assert section["auth_cache_ttl_seconds"] == "60"
     assert "password" not in path.read_text().lower()
+
+
+def test_server_arguments_bind_the_configured_address() -> None:
+    args = server_arguments(settings(MLFLOW_STACK_HOST="0.0.0.0", MLFLOW_STACK_PORT="5050"))
+    assert (option(args, "--host"), option(args, "--port")) == ("0.0.0.0", "5050")
+
+
+def test_server_environment_turns_on_what_the_settings_turn_on(tmp_path: Path) -> None:
+    env = server_environment(
+        settings(
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="yes", MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS="1"
+        ),
+        tmp_path / "auth.ini",
+        {},
+    )
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
+    assert env["MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS"] == "true"
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == "flask-secret-key-123456"
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"] == "admin"
+    assert env["PYTHONUNBUFFERED"] == "1"
+
+
+def test_server_environment_overrides_stale_values_it_owns(tmp_path: Path) -> None:
+    stale = {
+        "PGPASSWORD": "old",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "old",
+        "MLFLOW_S3_ENDPOINT_URL": "x",
+    }
+    env = server_environment(settings(), tmp_path / "auth.ini", stale)
+    assert env["PGPASSWORD"] == "pg-password-123456"
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "admin-password-123456"
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def test_telemetry_is_off_unless_the_operator_opts_in(tmp_path: Path) -> None:
+    env = server_environment(settings(), tmp_path / "auth.ini", {})
+    assert (env["MLFLOW_DISABLE_TELEMETRY"], env["DO_NOT_TRACK"]) == ("true", "true")
+    opted_in = {"MLFLOW_DISABLE_TELEMETRY": "false", "DO_NOT_TRACK": "false"}
+    env = server_environment(settings(), tmp_path / "auth.ini", opted_in)
+    assert (env["MLFLOW_DISABLE_TELEMETRY"], env["DO_NOT_TRACK"]) == ("false", "false")
+
+
+def test_auth_config_names_the_admin_and_mlflows_basic_auth(tmp_path: Path) -> None:
+    import configparser
+
+    path = write_auth_config(
+        settings(MLFLOW_AUTH_ADMIN_USERNAME="root.user", MLFLOW_STACK_AUTH_CACHE_TTL="0"), tmp_path
+    )
+    assert path == tmp_path / "basic_auth.ini"
+    parser = configparser.ConfigParser()
+    parser.read(path)
+    section = parser["mlflow"]
+    assert section["admin_username"] == "root.user"
+    assert section["auth_cache_ttl_seconds"] == "0"
+    assert section["default_permission"] == "READ"
+    assert section["authorization_function"] == (
+        "mlflow.server.auth:authenticate_request_basic_auth"
+    )
+
+
+def test_allowed_hosts_list_each_pattern_once() -> None:
+    hosts = allowed_hosts(settings(MLFLOW_STACK_ALLOWED_HOSTS="localhost,mlflow,mlflow")).split(",")
+    assert len(hosts) == len(set(hosts))
+    assert hosts.count("mlflow:*") == 1

@@ -35,7 +35,8 @@ def s3_client(
     attempts: int = 1,
     connections: int = 10,
 ) -> S3Client:
-    """A boto3 S3 client for the stack's bucket; ``read_timeout`` defaults to ``timeout``."""
+    """A boto3 S3 client for the stack's bucket; ``read_timeout`` defaults to ``timeout``;
+    ``attempts`` counts every request of a call, the first one included."""
     import boto3
     from botocore.config import Config
 
@@ -50,7 +51,7 @@ def s3_client(
             s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
             connect_timeout=timeout,
             read_timeout=timeout if read_timeout is None else read_timeout,
-            retries={"max_attempts": attempts, "mode": "standard"},
+            retries={"total_max_attempts": attempts, "mode": "standard"},
             max_pool_connections=connections,
         ),
     )
@@ -65,8 +66,8 @@ def ensure_bucket(settings: Settings) -> bool:
     from botocore.exceptions import (
         ClientError,
         EndpointConnectionError,
+        HTTPClientError,
         NoCredentialsError,
-        ReadTimeoutError,
     )
     from botocore.exceptions import ConnectionError as BotoConnectionError
 
@@ -77,7 +78,9 @@ def ensure_bucket(settings: Settings) -> bool:
         try:
             client.head_bucket(Bucket=bucket)
             return False
-        except (EndpointConnectionError, BotoConnectionError, ReadTimeoutError) as error:
+        # HTTPClientError: a read timeout, or a connection closed before an HTTP answer (a
+        # forwarder in front of an S3 server that is still starting).
+        except (EndpointConnectionError, BotoConnectionError, HTTPClientError) as error:
             raise NotReady(str(error)) from None
         except NoCredentialsError:
             raise StackError(

@@ -313,25 +313,3 @@ def test_a_cancelled_upload_leaves_nothing() -> None:
         asyncio.run(cancel_midway())
 
     assert_nothing_left(s3)
-
-
-def test_the_upload_route_answers_500_when_the_object_is_not_stored_whole(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # What MLflow's upload route calls; it turns an MlflowException into its HTTP status, and
-    # MLflow's client retries a 500.
-    from mlflow.exceptions import MlflowException
-
-    from mlflow_stack.server.artifacts import S3ArtifactRepository
-
-    s3 = FakeS3(size_error=-1)
-    repository = S3ArtifactRepository("s3://bucket/run/artifacts")
-    monkeypatch.setattr(repository, "_get_s3_client", lambda: s3)
-
-    with pytest.raises(MlflowException, match="not stored whole") as raised:
-        asyncio.run(
-            repository.log_artifact_from_async_stream(stream(pattern(3 * PART), 4099), "model.bin")
-        )
-
-    assert raised.value.get_http_status_code() == 500
-    assert_nothing_left(s3)

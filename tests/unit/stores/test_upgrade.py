@@ -41,3 +41,16 @@ def test_schemas_name_the_installed_heads_and_databases() -> None:
     assert (auth.database, auth.version_table) == ("users", "alembic_version_auth")
     assert tracking.head in tracking.revisions and auth.head in auth.revisions
     assert "b7e2c1a4d9f3" in tracking.revisions  # MLflow 3.16's head, upgraded from
+
+
+def test_copy_name_keeps_twelve_characters_of_the_revision() -> None:
+    name = copy_name("mlflow", "0123456789abcdefXYZ", AT)
+    assert name == "mlflow_before_0123456789ab_20261201064708"
+
+
+def test_rollback_hint_quotes_digits_first_non_ascii_and_embedded_quotes() -> None:
+    assert rollback_hint("1db", "c").startswith('ALTER DATABASE "1db" RENAME TO "1db_failed"; ')
+    assert rollback_hint("données", "c").startswith('ALTER DATABASE "données" RENAME TO ')
+    hint = rollback_hint('my"db', "c")
+    assert hint.startswith('ALTER DATABASE "my""db" RENAME TO "my""db_failed"; ')
+    assert hint.endswith('ALTER DATABASE c RENAME TO "my""db"')
