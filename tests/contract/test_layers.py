@@ -76,3 +76,17 @@ def test_no_private_name_is_imported_across_modules() -> None:
                     if alias.name.startswith("_")
                 ]
     assert not crossings
+
+
+def test_every_module_has_its_unit_tests_at_the_mirrored_path() -> None:
+    """src/mlflow_stack/server/hosts.py is tested in tests/unit/server/test_hosts.py."""
+    unit = PACKAGE.parents[1] / "tests" / "unit"
+    missing = []
+    for path in MODULES:
+        if path.name in {"__init__.py", "__main__.py"}:
+            continue
+        relative = path.relative_to(PACKAGE)
+        expected = unit / relative.parent / f"test_{relative.name}"
+        if not expected.is_file():
+            missing.append(str(expected.relative_to(unit.parents[1])))
+    assert not missing, f"modules without a unit test module: {missing}"
