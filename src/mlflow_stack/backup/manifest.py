@@ -107,6 +107,11 @@ class Manifest:
             raise StackError(f"{root} has no {MANIFEST}: it is not a complete backup")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise StackError(
+                    f"{path} is not a valid manifest: its JSON is a {type(data).__name__}, "
+                    "not an object"
+                )
             if data.get("format") != FORMAT:
                 raise StackError(
                     f"{path} has format {data.get('format')!r}; this version reads {FORMAT}"
@@ -122,14 +127,15 @@ class Manifest:
                 databases=databases,
                 objects=objects,
             )
+            count = int(data["objects"]["count"])
+            if len(objects) != count:
+                raise StackError(f"{path} lists {len(objects)} objects but says {count}")
+            for item in objects:
+                check_key(item.key)
         except StackError:
             raise
         except (ValueError, KeyError, TypeError) as error:
-            raise StackError(f"{path} is not a valid manifest: {error!r}") from None
-        if len(objects) != data["objects"]["count"]:
-            raise StackError(f"{path} lists {len(objects)} objects but says {data['objects']}")
-        for item in objects:
-            check_key(item.key)
+            raise StackError(f"{path} is not a valid manifest: {error!r:.200}") from None
         return manifest
 
     def verify(self, root: Path) -> None:

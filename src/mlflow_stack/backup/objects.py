@@ -41,7 +41,11 @@ def is_empty(s3: S3Client, bucket: str) -> bool:
 
 
 def _client_error(error: Any, what: str) -> StackError:
-    code = error.response.get("Error", {}).get("Code", "") or str(error)
+    """``what: <S3's error code>``, from a ClientError or from the one boto3's
+    S3UploadFailedError was raised while handling (its ``__context__``)."""
+    if not hasattr(error, "response") and hasattr(error.__context__, "response"):
+        error = error.__context__
+    code = getattr(error, "response", {}).get("Error", {}).get("Code", "") or str(error)
     return StackError(f"{what}: {code}")
 
 
@@ -98,6 +102,7 @@ def _refuse_file_directory_clashes(keys: list[str]) -> None:
 
 def upload_all(settings: Settings, root: Path, objects: list[StoredObject], jobs: int) -> None:
     """Upload every object; boto3 sends a checksum with each part, which S3 verifies."""
+    from boto3.exceptions import S3UploadFailedError
     from boto3.s3.transfer import TransferConfig
     from botocore.exceptions import ClientError
 
@@ -108,7 +113,7 @@ def upload_all(settings: Settings, root: Path, objects: list[StoredObject], jobs
     def upload(item: StoredObject) -> None:
         try:
             s3.upload_file(str(object_file(root, item.key)), bucket, item.key, Config=transfer)
-        except ClientError as error:
+        except (ClientError, S3UploadFailedError) as error:
             raise _client_error(error, f"cannot upload object {item.key!r}") from None
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:

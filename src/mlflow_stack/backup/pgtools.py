@@ -29,13 +29,16 @@ class Tool:
 
 
 def tool_version(path: Path) -> int | None:
-    """The major version `path --version` reports, or None when it does not run."""
+    """The major version `path --version` reports, or None when it does not run; StackError
+    when it hangs."""
     try:
         out = subprocess.run(
             [str(path), "--version"], capture_output=True, text=True, timeout=30, check=False
         ).stdout
     except OSError:
         return None
+    except subprocess.TimeoutExpired as error:
+        raise StackError(f"{path} --version did not finish within {error.timeout:g} s") from None
     match = _VERSION.search(out)
     return int(match.group(1)) if match else None
 
@@ -79,8 +82,13 @@ def choose(name: str, at_least: int, *, prefer: int, path: str | None = None) ->
     )
 
 
+#: Inherited libpq variables that reach the tools: the TLS files, which psycopg2's connections
+#: in this process read from the same environment. Every other PG* variable is dropped.
+_KEPT = frozenset({"PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGSSLCRL"})
+
+
 def child_environment(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") or k in _KEPT}
     env.update(libpq_environment(settings))
     env.update(PGCONNECT_TIMEOUT="10", PGAPPNAME="mlflow-stack-backup")
     return env

@@ -1,8 +1,9 @@
 """``mlflow-stack restore SRC``: a backup into an empty stack whose server is stopped.
 
-Checks come first and change nothing: the backup (manifest, every dump's and object's size and
-sha256), then the target (PostgreSQL new enough, nothing connected to the databases, no runs,
-experiments besides Default, registered models or users besides the admin, an empty bucket).
+Checks come first and change nothing, except that a missing bucket is created: the backup
+(manifest, every dump's and object's size and sha256), then the target (PostgreSQL new enough,
+nothing connected to the databases, no runs, experiments besides Default, registered models or
+users besides the admin, an empty bucket).
 Each database is then restored into a staging database and swapped in only once complete, and
 the objects are uploaded and read back by listing.
 """
@@ -14,10 +15,10 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from mlflow_stack.backup import databases, objects, pgtools
-from mlflow_stack.backup.manifest import Manifest
+from mlflow_stack.backup.manifest import MANIFEST, Manifest
 from mlflow_stack.errors import StackError
 from mlflow_stack.settings.contract import Settings
 from mlflow_stack.stores.storage import ensure_bucket
@@ -28,7 +29,14 @@ log = logging.getLogger(__name__)
 def check_backup(src: Path) -> Manifest:
     manifest = Manifest.read(src)
     installed = version("mlflow")
-    if Version(manifest.mlflow_version) > Version(installed):
+    try:
+        made_with = Version(manifest.mlflow_version)
+    except (InvalidVersion, TypeError):
+        raise StackError(
+            f"{src / MANIFEST} has mlflow_version {manifest.mlflow_version!r:.100}, which is "
+            "not a version"
+        ) from None
+    if made_with > Version(installed):
         raise StackError(
             f"the backup was made with MLflow {manifest.mlflow_version}, newer than the "
             f"installed {installed}: its schema would not start here; restore with MLflow "
@@ -47,7 +55,10 @@ def check_backup(src: Path) -> Manifest:
 
 
 def check_target(settings: Settings, manifest: Manifest) -> pgtools.Tool:
-    """Refuse, changing nothing, unless the target can take the backup; return pg_restore."""
+    """Refuse unless the target can take the backup; return pg_restore.
+
+    It changes nothing else, but creates the bucket if it is missing (as the server does on
+    start): an empty bucket is what the target needs."""
     conn = databases.maintenance(settings)
     try:
         major = databases.server_major(conn)

@@ -67,8 +67,9 @@ class StackGroup(click.Group):
         except Exception as error:
             if ctx.obj is not None and ctx.obj.debug:
                 raise
+            first = next(iter(str(error).strip().splitlines()), "")  # one line always
             click.echo(
-                f"error: unexpected {type(error).__name__}: {error} "
+                f"error: unexpected {type(error).__name__}: {first} "
                 "(rerun with `mlflow-stack --debug ...` for the traceback)",
                 err=True,
             )

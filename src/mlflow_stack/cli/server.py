@@ -34,13 +34,16 @@ def serve(obj: Context) -> NoReturn:
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for an answer.")
 def healthcheck(timeout: float) -> None:
     """Exit 0 when the server on this host answers /health (the image's HEALTHCHECK)."""
+    from http.client import HTTPException
+
     from mlflow_stack.native.mlflow import http_status
     from mlflow_stack.settings.contract import setting
 
     port = setting("MLFLOW_STACK_PORT").value_from(os.environ)
     try:
         code = http_status(f"http://127.0.0.1:{port}/health", timeout=timeout)
-    except OSError as error:
-        raise StackError(f"no answer from http://127.0.0.1:{port}/health: {error}") from None
+    except (OSError, HTTPException) as error:  # HTTPException: not HTTP (BadStatusLine, ...)
+        detail = " ".join(str(error).split())[:200]  # BadStatusLine's is the line, CRLF and all
+        raise StackError(f"no answer from http://127.0.0.1:{port}/health: {detail}") from None
     if code != 200:
         raise StackError(f"http://127.0.0.1:{port}/health answered HTTP {code}")

@@ -2,7 +2,8 @@
 
 * :mod:`.locations`: where an artifact URI's objects are in the server's bucket;
 * :mod:`.collector`: the server-side work (PostgreSQL rows and S3 objects);
-* :mod:`.endpoint`: the admin-only ``POST /api/2.0/mlflow-stack/gc`` ASGI layer;
+* :mod:`mlflow_stack.server.gc_endpoint`: the admin-only ``POST /api/2.0/mlflow-stack/gc``
+  ASGI layer;
 * :mod:`.client`: the command line's side, which needs no storage keys.
 """
 

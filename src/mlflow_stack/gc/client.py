@@ -86,7 +86,7 @@ def collect(
     on_batch: Callable[[Summary], None] | None = None,
 ) -> Summary:
     """Every batch until the server has no more; the summaries summed."""
-    total: Summary | None = None
+    total: Summary | None = None  # its own object: each batch stays as on_batch saw it
     token: str | None = None
     while True:
         document: dict[str, Any] = {"older_than_days": older_than_days, "dry_run": dry_run}
@@ -95,21 +95,21 @@ def collect(
         batch = Summary(**_post(server, document))
         if on_batch:
             on_batch(batch)
-        total = batch if total is None else _add(total, batch)
+        if total is None:
+            total = Summary(batch.dry_run, batch.older_than_days, batch.cutoff_ms)
+        _add(total, batch)
         token = batch.next_page_token
         if not token:
-            total.next_page_token = None
             return total
 
 
-def _add(total: Summary, batch: Summary) -> Summary:
+def _add(total: Summary, batch: Summary) -> None:
     total.runs += batch.runs
     total.experiments += batch.experiments
     total.objects += batch.objects
     total.bytes += batch.bytes
     total.failed += batch.failed
     total.skipped += batch.skipped
-    return total
 
 
 def _post(server: Server, document: dict[str, Any]) -> dict[str, Any]:

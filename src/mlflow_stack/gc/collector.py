@@ -21,8 +21,9 @@ it (two experiments can be created with the same explicit location); otherwise o
 runs' artifacts go. Locations outside the server's bucket are left alone and reported.
 
 Work goes in batches bounded by time, so no HTTP request runs long: a batch that stops early
-returns a page token, and the client asks again with it. One real (not dry-run) batch runs at a
-time across all workers and replicas: each holds a PostgreSQL advisory lock.
+(always after at least one item, so each makes progress) returns a page token, and the client
+asks again with it. One real (not dry-run) batch runs at a time across all workers and
+replicas: each holds a PostgreSQL advisory lock.
 """
 
 from __future__ import annotations
@@ -170,7 +171,9 @@ class Collector:
         for phase in phases:
             after = position.after if phase == position.phase else None
             for key in self._candidates(phase, position.cutoff_ms, after):
-                if handled >= limit or time.monotonic() >= deadline:
+                # at least one item per batch, however late it starts: else a slow candidate
+                # query would hand back the same token forever
+                if handled >= limit or (handled > 0 and time.monotonic() >= deadline):
                     summary.next_page_token = Position(position.cutoff_ms, phase, after).token()
                     return
                 self._one(phase, key[1], position.cutoff_ms, summary)

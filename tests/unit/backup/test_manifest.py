@@ -287,34 +287,53 @@ def test_a_changed_sha256_in_the_manifest_is_found(tmp_path: Path) -> None:
         Manifest.read(tmp_path).verify(tmp_path)
 
 
-# Found while writing these tests: the checks below are the code's intent (a StackError in one
-# short line), not what it does yet; strict, so they flag the fix.
-
-
-@pytest.mark.xfail(
-    strict=True, raises=AttributeError, reason="read() calls .get on a top-level non-object"
+@pytest.mark.parametrize(
+    ("content", "kind"), [("[]", "list"), ('"a string"', "str"), ("null", "NoneType"), ("3", "int")]
 )
-def test_a_manifest_that_is_a_json_list_is_not_valid(tmp_path: Path) -> None:
+def test_a_manifest_that_is_not_a_json_object_is_not_valid(
+    tmp_path: Path, content: str, kind: str
+) -> None:
     write_backup(tmp_path)
-    (tmp_path / MANIFEST).write_text("[]")
-    with pytest.raises(StackError, match="is not a valid manifest"):
+    (tmp_path / MANIFEST).write_text(content)
+    with pytest.raises(StackError) as refused:
         Manifest.read(tmp_path)
+    assert str(refused.value) == (
+        f"{tmp_path / MANIFEST} is not a valid manifest: its JSON is a {kind}, not an object"
+    )
 
 
-@pytest.mark.xfail(
-    strict=True, raises=KeyError, reason="objects.count is read outside the checked block"
+@pytest.mark.parametrize(
+    ("change", "detail"),
+    [
+        (lambda d: d["objects"].pop("count"), "KeyError('count')"),
+        (lambda d: d["objects"].update(count="two"), "'two'"),
+        (lambda d: d["objects"]["items"][0].update(key=7), "TypeError"),
+    ],
+    ids=["no-count", "bad-count", "key-not-a-string"],
 )
-def test_a_manifest_without_an_object_count_is_not_valid(tmp_path: Path) -> None:
+def test_a_bad_object_count_or_key_is_not_valid_in_one_line(
+    tmp_path: Path, change: Callable[[dict[str, Any]], Any], detail: str
+) -> None:
     write_backup(tmp_path)
-    _edit(tmp_path, lambda d: d["objects"].pop("count"))
-    with pytest.raises(StackError, match="is not a valid manifest"):
+    _edit(tmp_path, change)
+    with pytest.raises(StackError) as refused:
         Manifest.read(tmp_path)
+    message = str(refused.value)
+    assert message.startswith(f"{tmp_path / MANIFEST} is not a valid manifest: "), message
+    assert detail in message and "\n" not in message
 
 
-@pytest.mark.xfail(strict=True, reason="the count refusal prints every item of the manifest")
+def test_a_long_bad_value_is_cut_short(tmp_path: Path) -> None:
+    write_backup(tmp_path)
+    _edit(tmp_path, lambda d: d.update(pg_dump_version="x" * 100_000))
+    with pytest.raises(StackError, match="is not a valid manifest") as refused:
+        Manifest.read(tmp_path)
+    assert len(str(refused.value)) < len(str(tmp_path / MANIFEST)) + 250
+
+
 def test_the_count_refusal_names_the_count_not_every_item(tmp_path: Path) -> None:
     write_backup(tmp_path)
     _edit(tmp_path, lambda d: d["objects"]["items"].pop())
     with pytest.raises(StackError) as refused:
         Manifest.read(tmp_path)
-    assert "sha256" not in str(refused.value)
+    assert str(refused.value) == f"{tmp_path / MANIFEST} lists 1 objects but says 2"

@@ -5,6 +5,7 @@ get, and their failures as one line."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,19 @@ def test_a_tool_that_does_not_run_or_says_no_version_has_none(tmp_path: Path) ->
     silent.chmod(0o755)
     for path in (tmp_path / "missing", tmp_path / "not-executable", silent, tmp_path):
         assert pgtools.tool_version(path) is None, path
+
+
+def test_a_tool_that_hangs_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hung = tmp_path / "pg_dump"
+    hung.write_text("#!/bin/sh\nexec sleep 30\n")
+    hung.chmod(0o755)
+    run = subprocess.run
+    monkeypatch.setattr(pgtools.subprocess, "run", lambda *a, **k: run(*a, **{**k, "timeout": 0.2}))
+    with pytest.raises(StackError) as refused:
+        pgtools.tool_version(hung)
+    assert str(refused.value) == f"{hung} --version did not finish within 0.2 s"
 
 
 # --- where to look ---
@@ -128,6 +142,27 @@ def test_inherited_libpq_variables_do_not_reach_the_tools(monkeypatch: pytest.Mo
         "PGAPPNAME": "mlflow-stack-backup",
     }
     assert env["KEEP_ME"] == "1" and env["PATH"] == os.environ["PATH"]
+
+
+def test_inherited_tls_file_variables_reach_the_tools_as_they_reach_psycopg2(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tls = {
+        "PGSSLROOTCERT": "/etc/ssl/rds-ca.pem",
+        "PGSSLCERT": "/etc/ssl/client.crt",
+        "PGSSLKEY": "/etc/ssl/client.key",
+        "PGSSLCRL": "/etc/ssl/root.crl",
+    }
+    for name, value in tls.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PGSERVICE", "elsewhere")
+    monkeypatch.setenv("PGSSLMODE", "disable")  # the settings' sslmode wins
+    env = pgtools.child_environment(make_settings(POSTGRES_SSLMODE="verify-full"))
+    assert {k: v for k, v in env.items() if k.startswith("PGSSL")} == {
+        **tls,
+        "PGSSLMODE": "verify-full",
+    }
+    assert "PGSERVICE" not in env
 
 
 # --- running them ---

@@ -127,13 +127,11 @@ def test_an_unexpected_error_before_any_context_is_one_line_too() -> None:
     assert result.stderr.startswith("error: unexpected ValueError: no context here (rerun")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the unexpected error's message is printed whole, newlines and all"
-)
 def test_an_unexpected_error_with_a_multi_line_message_is_still_one_line() -> None:
     result = run("fail", "multiline-bug")
     assert result.exit_code == 1
     assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("error: unexpected RuntimeError: first line (rerun with")
 
 
 # --- the context ---
