@@ -11,8 +11,9 @@ No engine runs on this machine kind and no image registry is reachable, but Debi
    runs): a Debian bookworm base from debootstrap, and on it **stand-ins** tagged with the names
    the compose file and the Dockerfile use: ``python:3.11.14-slim-bookworm`` (Debian's Python
    3.11), ``postgres:15-bookworm`` (Debian's PostgreSQL 15 behind the official image's
-   entrypoint contract) and ``minio/minio:RELEASE...`` (SeaweedFS behind MinIO's contract),
-   each labelled as a test stand-in;
+   entrypoint contract), ``minio/minio:RELEASE...`` (SeaweedFS behind MinIO's contract) and
+   ``minio/mc:RELEASE...`` (the MinIO Client subcommands minio/provision.sh uses, against that
+   SeaweedFS), each labelled as a test stand-in;
 4. builds the ``mlflow`` service from ``mlflow-server/Dockerfile`` with ``docker compose
    build``, unchanged.
 
@@ -48,6 +49,7 @@ STANDIN_TAGS = {
     "python:3.11.14-slim-bookworm": "python",
     "postgres:15-bookworm": "postgres",
     "minio/minio:RELEASE.2025-09-07T16-13-09Z": "minio",
+    "minio/mc:RELEASE.2025-08-13T08-35-41Z": "mc",
 }
 #: The egress of this machine kind intercepts TLS with its own CA, which the host trusts; the
 #: python stand-in trusts it too, or pip in the image build cannot reach PyPI.

@@ -62,8 +62,11 @@ def test_every_service_is_healthy_and_only_mlflow_is_published(
 ) -> None:
     stack = compose_stack
     services = stack.services()
-    assert set(services) == {"postgres", "minio", "mlflow", "gc"}
+    assert set(services) == {"postgres", "minio", "minio-init", "mlflow", "gc"}
     for name, service in services.items():
+        if name == "minio-init":  # the one-shot provisioning: done, and succeeded
+            assert (service["State"], service["ExitCode"]) == ("exited", 0), service
+            continue
         assert (service["State"], service["Health"]) == ("running", "healthy"), name
     published = {
         name: {(p["URL"], p["PublishedPort"], p["TargetPort"])
@@ -74,9 +77,10 @@ def test_every_service_is_healthy_and_only_mlflow_is_published(
         "mlflow": {("127.0.0.1", stack.port, 5000)},
         "postgres": set(),
         "minio": set(),
+        "minio-init": set(),
         "gc": set(),
     }
-    for name in ("postgres", "minio"):
+    for name in ("postgres", "minio", "minio-init"):
         container = services[name]["ID"]
         assert stack.engine.docker("port", container).stdout.strip() == "", name
         networks = stack.inspect(name)["NetworkSettings"]["Networks"]
@@ -269,6 +273,8 @@ def test_a_restart_of_the_server_under_a_writing_client_loses_no_acknowledged_wr
 SECRETS = [s.name for s in SETTINGS if s.required] + [
     "MLFLOW_STACK_S3_ACCESS_KEY",
     "MLFLOW_STACK_S3_SECRET_KEY",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
 ]
 
 
@@ -343,3 +349,132 @@ def test_a_backup_runs_in_the_compose_network_as_the_readme_says(
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == objects[key]["sha256"]
     assert (backups / "first" / "tracking.dump").stat().st_size > 0
     assert (backups / "first" / "auth.dump").stat().st_size > 0
+
+
+def root_s3(stack: ComposeStack) -> Any:
+    """A boto3 client with MinIO's root credentials (only minio and minio-init hold them)."""
+    values = stack.values
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://{stack.backend_address('minio')}:9000",
+        region_name="us-east-1",
+        aws_access_key_id=values["MINIO_ROOT_USER"],
+        aws_secret_access_key=values["MINIO_ROOT_PASSWORD"],
+    )
+
+
+def refused(attempt: Any) -> str:
+    """The error code S3 refuses ``attempt()`` with (the test fails if S3 allows it)."""
+    with pytest.raises(botocore.exceptions.ClientError) as error:
+        attempt()
+    return str(error.value.response["Error"]["Code"])
+
+
+def test_minio_init_provisioned_the_server_a_user_of_its_own(compose_stack: ComposeStack) -> None:
+    stack = compose_stack
+    values = stack.values
+    assert values["MLFLOW_STACK_S3_ACCESS_KEY"] != values["MINIO_ROOT_USER"]
+    mlflow_env = dict(item.split("=", 1) for item in stack.inspect("mlflow")["Config"]["Env"])
+    assert mlflow_env["MLFLOW_STACK_S3_ACCESS_KEY"] == values["MLFLOW_STACK_S3_ACCESS_KEY"]
+    assert not {name for name in mlflow_env if name.startswith("MINIO_")}
+    assert values["MINIO_ROOT_PASSWORD"] not in "\n".join(stack.inspect("mlflow")["Config"]["Env"])
+
+    init = stack.inspect("minio-init")
+    assert (init["State"]["Status"], init["State"]["ExitCode"]) == ("exited", 0)
+    assert init["Config"]["User"] == "65534:65534"
+    assert init["HostConfig"]["CapDrop"] == ["ALL"]
+    assert init["HostConfig"]["ReadonlyRootfs"] is True
+    logs = stack.compose("logs", "--no-log-prefix", "minio-init").stdout
+    for step in (
+        "accepts the root credentials",
+        f"bucket {values['MLFLOW_STACK_S3_BUCKET']}",
+        "policy mlflow-stack-artifacts",
+        "has policy mlflow-stack-artifacts: done",
+    ):
+        assert step in logs, logs  # fmt: skip
+    assert values["MINIO_ROOT_PASSWORD"] not in logs
+    assert values["MLFLOW_STACK_S3_SECRET_KEY"] not in logs
+
+
+def test_the_servers_key_reaches_its_bucket_and_no_other(compose_stack: ComposeStack) -> None:
+    """What the bucket policy allows: the artifact bucket's objects (put, get, list, delete,
+    multipart uploads); not ListBuckets beyond it, CreateBucket or another bucket."""
+    stack = compose_stack
+    bucket = stack.values["MLFLOW_STACK_S3_BUCKET"]
+    server, root = stack.s3(), root_s3(stack)
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    root.create_bucket(Bucket=other)
+    root.put_object(Bucket=other, Key="private.txt", Body=b"not the server's")
+    try:
+        key = f"probe/{uuid.uuid4().hex}.txt"
+        server.put_object(Bucket=bucket, Key=key, Body=b"mine")
+        assert server.get_object(Bucket=bucket, Key=key)["Body"].read() == b"mine"
+        listed = server.list_objects_v2(Bucket=bucket, Prefix="probe/").get("Contents", [])
+        assert key in {item["Key"] for item in listed}
+        upload = server.create_multipart_upload(Bucket=bucket, Key=key + ".parts")["UploadId"]
+        server.list_parts(Bucket=bucket, Key=key + ".parts", UploadId=upload)
+        server.list_multipart_uploads(Bucket=bucket)
+        server.abort_multipart_upload(Bucket=bucket, Key=key + ".parts", UploadId=upload)
+        server.delete_object(Bucket=bucket, Key=key)
+        assert "Contents" not in server.list_objects_v2(Bucket=bucket, Prefix=key)
+
+        try:
+            names = {item["Name"] for item in server.list_buckets()["Buckets"]}
+        except botocore.exceptions.ClientError as error:
+            assert error.response["Error"]["Code"] == "AccessDenied"
+        else:
+            assert names <= {bucket}, names
+        assert other in {item["Name"] for item in root.list_buckets()["Buckets"]}
+        new = f"new-{uuid.uuid4().hex[:8]}"
+        assert refused(lambda: server.create_bucket(Bucket=new)) == "AccessDenied"
+        assert new not in {item["Name"] for item in root.list_buckets()["Buckets"]}
+        for attempt in (
+            lambda: server.get_object(Bucket=other, Key="private.txt"),
+            lambda: server.list_objects_v2(Bucket=other),
+            lambda: server.put_object(Bucket=other, Key="x", Body=b"x"),
+            lambda: server.delete_object(Bucket=other, Key="private.txt"),
+            lambda: server.delete_bucket(Bucket=bucket),
+        ):
+            assert refused(attempt) == "AccessDenied"
+        assert (
+            root.get_object(Bucket=other, Key="private.txt")["Body"].read() == b"not the server's"
+        )
+    finally:
+        root.delete_object(Bucket=other, Key="private.txt")
+        root.delete_bucket(Bucket=other)
+
+
+def wait_service_healthy(stack: ComposeStack, service: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while stack.services()[service].get("Health") != "healthy":
+        if time.monotonic() > deadline:
+            pytest.fail(f"{service} not healthy within {timeout:g} s")
+        time.sleep(1)
+
+
+def test_up_again_reprovisions_and_a_minio_restart_keeps_the_user(
+    compose_stack: ComposeStack, client: Any, tmp_path: Path
+) -> None:
+    """minio-init runs on every `docker compose up` and succeeds again without touching the
+    data; the user it made lives in MinIO's volume, so a restart of minio keeps it."""
+    stack = compose_stack
+    run_id = client.create_run(client.create_experiment(f"re-{uuid.uuid4().hex[:8]}")).info.run_id
+    client.log_text(run_id, "from before", "notes/before.txt")
+    first = stack.inspect("minio-init")["State"]["StartedAt"]
+
+    stack.up()
+    again = stack.inspect("minio-init")["State"]
+    assert again["StartedAt"] != first, "minio-init did not run again"
+    assert (again["Status"], again["ExitCode"]) == ("exited", 0)
+    path = client.download_artifacts(run_id, "notes/before.txt", str(tmp_path / "1"))
+    assert Path(path).read_text() == "from before"
+
+    stack.compose("restart", "minio", timeout=120)
+    wait_service_healthy(stack, "minio")
+    bucket = stack.values["MLFLOW_STACK_S3_BUCKET"]
+    assert stack.s3().list_objects_v2(Bucket=bucket, MaxKeys=1)["KeyCount"] == 1
+    client.log_text(run_id, "after the restart", "notes/after.txt")
+    path = client.download_artifacts(run_id, "notes/before.txt", str(tmp_path / "2"))
+    assert Path(path).read_text() == "from before"
+    path = client.download_artifacts(run_id, "notes/after.txt", str(tmp_path / "3"))
+    assert Path(path).read_text() == "after the restart"

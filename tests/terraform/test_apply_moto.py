@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from mlflow_stack.settings.contract import SETTING_NAMES, Settings
+from mlflow_stack.settings.contract import SERVE_SETTING_NAMES, Settings
 from tests.terraform.conftest import shellcheck
 from tests.terraform.emulator import ALLOWED_CIDRS, DOMAIN, VARIANTS, Deployment, Emulation
 
@@ -305,9 +305,9 @@ def test_env_file_names_exactly_the_settings(deployment: Deployment) -> None:
     assert match, "the boot script writes no env file"
     names = [line.split("=", 1)[0] for line in match["body"].splitlines()]
     assert len(names) == len(set(names)), "a setting is written twice"
-    assert set(names) == SETTING_NAMES, {
-        "missing": sorted(SETTING_NAMES - set(names)),
-        "unknown": sorted(set(names) - SETTING_NAMES),
+    assert set(names) == SERVE_SETTING_NAMES, {
+        "missing": sorted(SERVE_SETTING_NAMES - set(names)),
+        "unknown": sorted(set(names) - SERVE_SETTING_NAMES),
     }
 
 
@@ -323,7 +323,7 @@ def test_boot_script_prepare_writes_a_valid_env_file(
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(env_dir.stat().st_mode) == 0o700
     values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
-    assert set(values) == SETTING_NAMES
+    assert set(values) == SERVE_SETTING_NAMES
     settings = Settings.from_env(values)  # raises ConfigError naming every bad value
     database = deployment.secret(deployment.outputs["database_secret_arn"])
     assert settings.postgres_password == database["password"]

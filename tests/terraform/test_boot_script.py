@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from mlflow_stack.settings.contract import SETTING_NAMES, Settings
+from mlflow_stack.settings.contract import SERVE_SETTING_NAMES, Settings
 from tests.terraform.conftest import REPO, find_tool, shellcheck, write_stubs
 
 TEMPLATE = REPO / "terraform" / "modules" / "server" / "user_data.sh.tftpl"
@@ -156,7 +156,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
 
 
 def test_environment_names_every_setting() -> None:
-    assert set(ENVIRONMENT) == SETTING_NAMES
+    assert set(ENVIRONMENT) == SERVE_SETTING_NAMES
 
 
 def test_template_uses_exactly_the_variables_the_module_passes() -> None:
@@ -486,7 +486,7 @@ def test_prepare_writes_the_env_file_from_the_secrets(box: Box) -> None:
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(box.env_dir.stat().st_mode) == 0o700
     values = env_file_values(env_file)
-    assert set(values) == SETTING_NAMES
+    assert set(values) == SERVE_SETTING_NAMES
     settings = Settings.from_env(values)  # raises ConfigError naming every bad value
     assert settings.postgres_password == SECRETS[DB_SECRET_ARN]["password"]
     app = SECRETS[APP_SECRET_ARN]

@@ -17,7 +17,17 @@ def config() -> None:
 @click.pass_obj
 def config_check(obj: Context) -> None:
     """Validate every setting; print one line per problem and exit 2 if any."""
-    obj.settings()
+    from mlflow_stack.errors import ConfigError
+    from mlflow_stack.settings.contract import compose_only_problems
+
+    environ = obj.environment()
+    problems = compose_only_problems(environ)
+    try:
+        obj.settings(environ)
+    except ConfigError as error:
+        raise ConfigError([*error.problems, *problems]) from None
+    if problems:
+        raise ConfigError(problems)
     click.echo("configuration OK", err=True)
 
 

@@ -27,8 +27,9 @@ SECTIONS = {
     "auth": "Authentication (MLflow basic-auth; login is always required)",
 }
 
-#: The runtimes that read the contract (each passes every setting to `mlflow-stack serve`), and
-#: where each takes a value from unless it sets the value itself (:attr:`Setting.fixed_by`).
+#: The runtimes that read the contract (each passes every setting of :class:`Settings` to
+#: `mlflow-stack serve`), and where each takes a value from unless it sets the value itself
+#: (:attr:`Setting.fixed_by`).
 RUNTIMES = {
     "native": ("native (`mlflow-stack up`)", "`.env`"),
     "compose": ("docker compose", "`.env`"),
@@ -50,6 +51,9 @@ class Setting:
     #: Runtimes that set the value themselves (runtime -> what they set), so that a value in
     #: .env does not reach the server there; tests compare this with compose and Terraform.
     fixed_by: Mapping[str, str] = field(default_factory=dict, hash=False)
+    #: Runtimes that read the variable at all. Every setting `mlflow-stack serve` reads is read by
+    #: all of them; one read by fewer configures a runtime's other services (compose's MinIO).
+    read_by: frozenset[str] = frozenset(RUNTIMES)
 
     @property
     def required(self) -> bool:
@@ -156,7 +160,8 @@ class Settings:
     s3_access_key: str = _setting(
         "MLFLOW_STACK_S3_ACCESS_KEY",
         "S3 access key id; empty means the default AWS credential chain (e.g. an EC2 "
-        "instance role). Compose and the native runtime require it.",
+        "instance role). Compose and the native runtime require it; in compose it names the "
+        "bucket-only MinIO user that minio-init creates.",
         "s3",
         default="",
         parse=checks.access_key,
@@ -372,8 +377,63 @@ _FIELDS: tuple[tuple[str, Setting], ...] = tuple(
     (f.name, f.metadata["setting"]) for f in fields(Settings)
 )
 
-#: Every setting, in the order they appear in .env.example.
-SETTINGS: tuple[Setting, ...] = tuple(setting for _, setting in _FIELDS)
+#: Settings that `mlflow-stack serve` never reads: compose gives them to its minio and
+#: minio-init services only (minio/provision.sh). Not fields of :class:`Settings`.
+COMPOSE_ONLY: tuple[Setting, ...] = (
+    Setting(
+        "MINIO_ROOT_USER",
+        "Root user of compose's MinIO. Only the one-shot minio-init service signs with it, to "
+        "create the bucket and the bucket-only user MLFLOW_STACK_S3_ACCESS_KEY that the server "
+        "uses. Must differ from MLFLOW_STACK_S3_ACCESS_KEY. Compose requires it.",
+        "s3",
+        default="",
+        parse=checks.access_key,
+        generate=True,
+        read_by=frozenset({"compose"}),
+    ),
+    Setting(
+        "MINIO_ROOT_PASSWORD",
+        "Password of MINIO_ROOT_USER. Compose requires it.",
+        "s3",
+        default="",
+        parse=checks.secret(12),
+        secret=True,
+        generate=True,
+        read_by=frozenset({"compose"}),
+    ),
+)
+
+
+def compose_only_problems(environ: Mapping[str, str]) -> list[str]:
+    """One line per invalid value of a :data:`COMPOSE_ONLY` setting that ``environ`` sets
+    (`mlflow-stack config check` reports them; `serve` never reads them)."""
+    problems = []
+    for setting in COMPOSE_ONLY:
+        raw = environ.get(setting.name, "")
+        if raw:
+            try:
+                setting.parse(raw)
+            except ValueError as error:
+                shown = "" if setting.secret else f"={raw!r}"
+                problems.append(f"{setting.name}{shown} {error}")
+    user, server_key = environ.get("MINIO_ROOT_USER"), environ.get("MLFLOW_STACK_S3_ACCESS_KEY")
+    if user and user == server_key:
+        problems.append(
+            "MINIO_ROOT_USER must differ from MLFLOW_STACK_S3_ACCESS_KEY: in compose the server "
+            "gets a bucket-only user of its own"
+        )
+    return problems
+
+
+#: The settings `mlflow-stack serve` reads: every runtime passes these, and only these, to it.
+SERVE_SETTINGS: tuple[Setting, ...] = tuple(setting for _, setting in _FIELDS)
+SERVE_SETTING_NAMES: frozenset[str] = frozenset(setting.name for setting in SERVE_SETTINGS)
+#: Every setting, in the order they appear in .env.example (by section).
+SETTINGS: tuple[Setting, ...] = tuple(
+    sorted(
+        (*SERVE_SETTINGS, *COMPOSE_ONLY), key=lambda setting: list(SECTIONS).index(setting.section)
+    )
+)
 SETTING_NAMES: frozenset[str] = frozenset(setting.name for setting in SETTINGS)
 _BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 

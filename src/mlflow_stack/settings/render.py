@@ -49,7 +49,10 @@ def _runtimes(setting: Setting) -> str:
     cells = []
     for runtime, (_, source) in RUNTIMES.items():
         fixed = setting.fixed_by.get(runtime)
-        cells.append(f"{runtime}: *set* ({fixed})" if fixed else f"{runtime}: {source}")
+        if runtime not in setting.read_by:
+            cells.append(f"{runtime}: *not read*")
+        else:
+            cells.append(f"{runtime}: *set* ({fixed})" if fixed else f"{runtime}: {source}")
     return "<br>".join(cells)
 
 
@@ -65,7 +68,9 @@ def render_reference() -> str:
         "Every environment variable the stack reads, in the order of `.env.example`. All three "
         "runtimes pass every one of them to the same entrypoint, `mlflow-stack serve`, which "
         "checks them all before it starts and names each variable that is missing or invalid "
-        "in one line. The process environment overrides `.env`.",
+        "in one line; the exceptions are the few that only one runtime reads, for its other "
+        "services (compose's MinIO root credentials), which `serve` never sees. The process "
+        "environment overrides `.env`.",
         "",
         "- **default**: *required* variables have none; *(generated)* ones get a fresh random "
         "value in a new `.env` (`make up`, `mlflow-stack config init`).",
@@ -73,7 +78,8 @@ def render_reference() -> str:
         "the required ones.",
         "- **runtimes**: where each runtime takes the value from: `.env` (compose interpolates "
         "it into `docker-compose.yml`), Terraform's `settings` variable (written to the "
-        "instance's env file), or *set* by the runtime itself, whatever `.env` says. Runtimes: "
+        "instance's env file), *set* by the runtime itself, whatever `.env` says, or *not read* "
+        "there. Runtimes: "
         + ", ".join(f"`{key}` = {title}" for key, (title, _) in RUNTIMES.items())
         + ".",
         "",

@@ -193,3 +193,47 @@ def test_config_init_into_a_missing_directory_is_one_line(tmp_path: Path) -> Non
         1,
         f"error: cannot create {tmp_path / 'missing' / '.env'}: No such file or directory\n",
     )
+
+
+def test_check_reports_a_bad_minio_root_setting_with_the_others(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mlflow_stack.cli.main import cli
+    from mlflow_stack.settings.envfile import create_env_file, read_env_file
+
+    env_file = tmp_path / ".env"
+    assert create_env_file(env_file)
+    values = read_env_file(env_file)
+    text = (
+        env_file.read_text()
+        .replace(
+            f"MINIO_ROOT_PASSWORD={values['MINIO_ROOT_PASSWORD']}", "MINIO_ROOT_PASSWORD=short"
+        )
+        .replace(f"MINIO_ROOT_USER={values['MINIO_ROOT_USER']}", "MINIO_ROOT_USER=x")
+    )
+    env_file.write_text(text)
+    result = CliRunner().invoke(cli, ["--env-file", str(env_file), "config", "check"], env={})
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert "error: MINIO_ROOT_USER='x' must be at least 3 characters" in lines[0]
+    assert lines[1] == "error: MINIO_ROOT_PASSWORD must be at least 12 characters long"
+    assert "short" not in result.output
+
+
+def test_check_refuses_a_minio_root_user_that_is_the_servers_key(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mlflow_stack.cli.main import cli
+    from mlflow_stack.settings.envfile import create_env_file
+
+    env_file = tmp_path / ".env"
+    assert create_env_file(env_file, {"MLFLOW_STACK_S3_ACCESS_KEY": "same-key"})
+    text = env_file.read_text()
+    text = "\n".join(
+        "MINIO_ROOT_USER=same-key" if line.startswith("MINIO_ROOT_USER=") else line
+        for line in text.splitlines()
+    )
+    env_file.write_text(text + "\n")
+    result = CliRunner().invoke(cli, ["--env-file", str(env_file), "config", "check"], env={})
+    assert result.exit_code == 2
+    assert "MINIO_ROOT_USER must differ from MLFLOW_STACK_S3_ACCESS_KEY" in result.output

@@ -2,9 +2,14 @@
 # `minio` of the TEST STAND-IN for minio/minio (see the Dockerfile beside it): installed as
 # /usr/bin/minio. `minio server DIR` serves S3 with SeaweedFS (`weed mini`) instead of MinIO.
 #
-#   - the only S3 credentials are MINIO_ROOT_USER / MINIO_ROOT_PASSWORD (MinIO's defaults
+#   - the root credentials are MINIO_ROOT_USER / MINIO_ROOT_PASSWORD (MinIO's defaults
 #     minioadmin:minioadmin, with MinIO's warning, when unset; MinIO's length rules apply);
 #     anonymous and wrongly signed requests are refused;
+#   - users and policies: SeaweedFS's IAM API on the S3 port (the stand-in mc's `mc admin user
+#     add` and `mc admin policy create/attach` use it, as MinIO's admin API shares its S3 port),
+#     writable with the root credentials only. A user's policy (AWS policy JSON) is enforced as
+#     MinIO does: its key reaches only what the policy allows. Users and policies live in the
+#     filer, under DIR, so they survive restarts as MinIO's (in DIR/.minio.sys) do;
 #   - S3 on --address (default :9000, all interfaces); everything else SeaweedFS listens on
 #     (master, volume server, filer, admin server, their gRPC ports, and the S3 gateway itself)
 #     is bound to 127.0.0.1 inside the container, and a `socat` forwarder carries the S3 port to
@@ -165,6 +170,7 @@ server() {
 		-volume.port="$VOLUME_PORT" \
 		-s3.port="$S3_INTERNAL_PORT" \
 		-s3.config="$identities" \
+		-s3.iam=true -s3.iam.readOnly=false \
 		-s3.localSocket="$RUN_DIR/s3.sock" \
 		-filer.localSocket="$RUN_DIR/filer.sock" \
 		-s3.allowDeleteBucketNotEmpty=false \
