@@ -67,8 +67,12 @@ status: $(RUNTIME_STAMP) ## Show each native service's health
 logs: $(RUNTIME_STAMP) ## Show the end of each native service's log
 	@$(BIN)/mlflow-stack logs
 
+# pytest-xdist workers: 4 on this 2-core machine, since many tests wait on the servers they
+# start; tests/parallel.py keeps what shares session state on one worker. TEST_WORKERS=0 runs
+# the suite in one process.
+TEST_WORKERS ?= 4
 test: $(STAMP) ## Install everything and run the whole test suite
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 lint: $(STAMP) ## Static checks only (they also run inside `make test`)
 	$(BIN)/pytest tests/contract

@@ -205,11 +205,26 @@ def which_or_fail(name: str) -> str:
 #
 # Two slow things wait mostly on others, so they start first and run in the background: the
 # Terraform emulator's applies (provider waiters on moto) and the Docker provisioning of the
-# compose tests (apt, debootstrap, image builds). The Terraform tests run first, then the
-# compose tests, then the rest; the emulator's destroy starts after the last test that reads
-# its deployments and is checked last.
+# compose tests (apt, debootstrap, image builds, `docker compose up --wait`). The Terraform
+# tests run first, then the compose tests, then the tests that start servers, then the fast
+# folders; the emulator's destroy starts after the last test that reads its deployments and is
+# checked last. Under pytest-xdist (`make test` runs 3 workers) the same order is the plan of
+# the scheduler, and the controller does the Docker provisioning (see tests/parallel.py).
+
+import contextlib  # noqa: E402
+import threading  # noqa: E402
 
 from tests.compose.engine import Engine, Provisioning  # noqa: E402
+from tests.parallel import (  # noqa: E402
+    EMULATED,
+    HANDOFF_KEY,
+    Handoff,
+    PlannedScheduling,
+    is_controller,
+    is_worker,
+    scope_of,
+    selects,
+)
 from tests.terraform.fixtures import (  # noqa: E402,F401 - registered here for every folder
     STARTED,
     emulation,
@@ -220,9 +235,12 @@ from tests.terraform.fixtures import (  # noqa: E402,F401 - registered here for 
 
 TERRAFORM_TESTS = REPO / "tests" / "terraform"
 COMPOSE_TESTS = REPO / "tests" / "compose"
+#: Folders whose tests start servers or run long: they go out before the fast ones.
+HEAVY_TESTS = tuple(REPO / "tests" / name for name in ("benchmark", "integration", "examples"))
 EMULATOR_TESTS = "test_apply_moto.py"
 DESTROY_TEST = "test_destroy_leaves_nothing"
 PROVISIONING: list[Provisioning] = []
+HANDOFF: list[Path] = []
 _LAST_EMULATION_READER: list[pytest.Item] = []
 
 
@@ -237,14 +255,69 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     reading = [item for item in emulator if item.name != DESTROY_TEST]
     static = [item for item in terraform if item.path.name != EMULATOR_TESTS]
     compose = [item for item in items if _within(item, COMPOSE_TESTS)]
+    # The compose tests that do not read the emulator's deployments run while they apply.
+    compose_first = [item for item in compose if "emulation" not in item.fixturenames]
+    compose_reading = [item for item in compose if item not in compose_first]
     rest = [item for item in items if item not in terraform and item not in compose]
-    items[:] = [*static, *reading, *compose, *rest, *destroy]
+    heavy = [item for item in rest if any(_within(item, folder) for folder in HEAVY_TESTS)]
+    light = [item for item in rest if item not in heavy]
+    items[:] = [
+        *static, *compose_first, *reading, *compose_reading, *heavy, *light, *destroy
+    ]  # fmt: skip
     readers = [item for item in items if item not in destroy and "emulation" in item.fixturenames]
     _LAST_EMULATION_READER[:] = readers[-1:]
 
 
+@pytest.fixture(autouse=True)
+def _start_the_emulator_with_its_unit(request: pytest.FixtureRequest) -> None:
+    """Under xdist, the emulator's applies start with the first test of the unit that reads
+    them (on the one worker that runs it), to run while the compose tests do. A failure is not
+    raised here: the tests that read the deployments meet it themselves."""
+    if is_worker(request.config) and scope_of(request.node.nodeid) == EMULATED and not STARTED:
+        with contextlib.suppress(Exception, pytest.skip.Exception, pytest.fail.Exception):
+            request.getfixturevalue("emulation")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> PlannedScheduling:
+    return PlannedScheduling(config, log)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under xdist, the controller provisions Docker from the start (its workers collect)."""
+    config = session.config
+    if config.option.collectonly or not is_controller(config):
+        return
+    if selects(config, COMPOSE_TESTS):
+        from tests.compose.conftest import start_stack
+
+        path = Handoff.new_path()
+        HANDOFF.append(path)
+        provisioning = Provisioning(Engine(), then=start_stack)
+        PROVISIONING.append(provisioning)
+        threading.Thread(
+            target=_hand_over, args=(provisioning, path), name="compose-handoff", daemon=True
+        ).start()
+
+
+def _hand_over(provisioning: Provisioning, path: Path) -> None:
+    try:
+        provisioning.wait()
+        stack = provisioning.result
+        Handoff("ready", env_file=str(stack.env_file), port=stack.port).write(path)
+    except BaseException as error:  # noqa: BLE001 - handed to the compose tests' worker
+        Handoff("failed", error=f"{type(error).__name__}: {error}").write(path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    if HANDOFF:
+        node.workerinput[HANDOFF_KEY] = str(HANDOFF[0])
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if session.config.option.collectonly:
+    """Without xdist, this process provisions Docker, once it knows compose tests will run."""
+    if session.config.option.collectonly or is_worker(session.config):
         return
     if not PROVISIONING and any(_within(item, COMPOSE_TESTS) for item in session.items):
         from tests.compose.conftest import start_stack
@@ -261,6 +334,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     for provisioning in PROVISIONING:
         provisioning.engine.stop()
+    for path in HANDOFF:
+        path.unlink(missing_ok=True)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -68,7 +68,7 @@ class ComposeStack:
         return PROJECT
 
     def s3(self) -> Any:
-        """A boto3 client with the stack's own S3 keys, for reading the bucket back."""
+        """A boto3 client with the server's S3 keys (the bucket-only user minio-init creates)."""
         import boto3
 
         values = self.values
@@ -86,9 +86,18 @@ class ComposeStack:
 
 
 @pytest.fixture(scope="session")
-def compose_engine() -> Engine:
+def compose_engine(request: pytest.FixtureRequest) -> Engine:
+    """The private engine, provisioned in the background: by this process, or under xdist by
+    the controller (tests/parallel.py), which hands over through a file."""
     from tests.conftest import PROVISIONING
+    from tests.parallel import Handoff, handoff_path
 
+    path = handoff_path(request.config)
+    if path is not None:
+        handoff = Handoff.wait(path)
+        if handoff.state == "failed":
+            pytest.fail(f"the Docker provisioning failed: {handoff.error}")
+        return Engine()
     if not PROVISIONING:
         pytest.fail("the Docker provisioning was not started (tests/conftest.py)")
     return PROVISIONING[0].wait()
@@ -108,10 +117,16 @@ def start_stack(engine: Engine) -> ComposeStack:
 
 
 @pytest.fixture(scope="session")
-def compose_stack(compose_engine: Engine) -> Iterator[ComposeStack]:
+def compose_stack(compose_engine: Engine, request: pytest.FixtureRequest) -> Iterator[ComposeStack]:
     from tests.conftest import PROVISIONING
+    from tests.parallel import Handoff, handoff_path
 
-    stack = PROVISIONING[0].result or start_stack(compose_engine)
+    path = handoff_path(request.config)
+    if path is not None:
+        handoff = Handoff.wait(path)
+        stack = ComposeStack(compose_engine, Path(handoff.env_file), handoff.port)
+    else:
+        stack = PROVISIONING[0].result or start_stack(compose_engine)
     try:
         yield stack
     finally:

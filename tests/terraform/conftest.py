@@ -295,7 +295,10 @@ _EMULATOR_TESTS = "test_apply_moto.py"
 @pytest.fixture(scope="session", autouse=True)
 def _start_the_emulator_early(request: pytest.FixtureRequest) -> None:
     """Start the emulator applies with the first Terraform test when emulator tests will run.
-    A failure (or a missing tool) is not raised here: the emulator tests meet it themselves."""
+    A failure (or a missing tool) is not raised here: the emulator tests meet it themselves.
+    Under xdist, only the worker that runs the emulator's tests starts it (tests/conftest.py)."""
+    if hasattr(request.config, "workerinput"):
+        return
     if any(item.path.name == _EMULATOR_TESTS for item in request.session.items):
         with contextlib.suppress(Exception, pytest.skip.Exception, pytest.fail.Exception):
             request.getfixturevalue("emulation")
