@@ -1,10 +1,9 @@
-"""A real S3 for the backup's object copies: moto's threaded server on a loopback port, one per
-session of this folder, with a fresh bucket for each test that asks for one."""
+"""A real S3 for the backup's object copies: moto's threaded server on a loopback port (the
+session's, tests/unit/conftest.py), with a fresh bucket for each test that asks for one."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,19 +11,6 @@ import pytest
 from mlflow_stack.settings.contract import Settings
 from mlflow_stack.stores.storage import s3_client
 from tests.conftest import make_settings
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def settings_for(endpoint: str, bucket: str | None = None, **overrides: str) -> Settings:
@@ -37,9 +23,9 @@ def settings_for(endpoint: str, bucket: str | None = None, **overrides: str) -> 
 
 
 @pytest.fixture
-def settings(s3_endpoint: str) -> Settings:
+def settings(s3_url: str) -> Settings:
     """Settings whose bucket exists and is empty."""
-    settings = settings_for(s3_endpoint)
+    settings = settings_for(s3_url)
     s3_client(settings).create_bucket(Bucket=settings.s3_bucket)
     return settings
 

@@ -184,9 +184,9 @@ def test_a_backup_into_an_empty_directory_is_written_in_place(
 
 @pytest.mark.parametrize("in_place", [False, True], ids=["new", "in-place"])
 def test_a_failed_dump_leaves_no_backup(
-    postgres: StandIn, s3_endpoint: str, s3: Any, tmp_path: Path, in_place: bool
+    postgres: StandIn, s3_url: str, s3: Any, tmp_path: Path, in_place: bool
 ) -> None:
-    settings = settings_for(s3_endpoint, MLFLOW_STACK_AUTH_DB="fail_here")
+    settings = settings_for(s3_url, MLFLOW_STACK_AUTH_DB="fail_here")
     s3.create_bucket(Bucket=settings.s3_bucket)
     dest = tmp_path / "backup"
     if in_place:
@@ -276,8 +276,8 @@ def test_an_unreachable_postgresql_is_refused_before_anything_is_written(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_missing_bucket_is_one_line(s3_endpoint: str, tmp_path: Path) -> None:
-    settings = settings_for(s3_endpoint)
+def test_a_missing_bucket_is_one_line(s3_url: str, tmp_path: Path) -> None:
+    settings = settings_for(s3_url)
     with pytest.raises(StackError) as refused:
         create._copy_objects(settings, tmp_path, 1)
     assert str(refused.value) == f"cannot list bucket {settings.s3_bucket!r}: NoSuchBucket"

@@ -131,10 +131,8 @@ def test_an_object_deleted_after_the_listing_is_counted_not_copied(
     assert _files(tmp_path) == {"1/r/artifacts/kept": b"k"}
 
 
-def test_a_read_refused_by_s3_is_one_line_naming_the_object(
-    s3_endpoint: str, tmp_path: Path
-) -> None:
-    settings = settings_for(s3_endpoint)  # its bucket was never created
+def test_a_read_refused_by_s3_is_one_line_naming_the_object(s3_url: str, tmp_path: Path) -> None:
+    settings = settings_for(s3_url)  # its bucket was never created
     with pytest.raises(StackError) as refused:
         objects.download(s3_client(settings), settings.s3_bucket, tmp_path, "1/r/artifacts/x")
     assert str(refused.value) == (
@@ -149,11 +147,11 @@ def test_is_empty_follows_the_bucket(settings: Settings, s3: Any) -> None:
 
 
 def test_a_copy_uploads_back_into_a_new_bucket_byte_for_byte(
-    settings: Settings, s3: Any, s3_endpoint: str, tmp_path: Path
+    settings: Settings, s3: Any, s3_url: str, tmp_path: Path
 ) -> None:
     _fill(s3, settings.s3_bucket, CONTENTS)
     stored, _ = objects.copy_bucket(settings, tmp_path, jobs=4)
-    target = settings_for(s3_endpoint)
+    target = settings_for(s3_url)
     s3.create_bucket(Bucket=target.s3_bucket)
     objects.upload_all(target, tmp_path, stored, jobs=4)
     objects.check_uploaded(target, stored)
@@ -178,12 +176,10 @@ def test_the_read_back_names_missing_resized_and_unexpected_objects(
     objects.check_uploaded(settings, expected)
 
 
-def test_an_upload_refused_by_s3_is_one_line_naming_the_object(
-    s3_endpoint: str, tmp_path: Path
-) -> None:
+def test_an_upload_refused_by_s3_is_one_line_naming_the_object(s3_url: str, tmp_path: Path) -> None:
     (tmp_path / "objects").mkdir()
     (tmp_path / "objects" / "k").write_bytes(b"x")
-    settings = settings_for(s3_endpoint)  # its bucket was never created
+    settings = settings_for(s3_url)  # its bucket was never created
     item = StoredObject("k", 1, hashlib.sha256(b"x").hexdigest())
     with pytest.raises(StackError, match=r"^cannot upload object 'k': NoSuchBucket$"):
         objects.upload_all(settings, tmp_path, [item], jobs=1)

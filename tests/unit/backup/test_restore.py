@@ -146,11 +146,11 @@ def _backup(tmp_path: Path, postgres: int = 15) -> tuple[Path, Any]:
 
 
 def test_a_target_older_than_the_backups_postgresql_is_refused_first(
-    target: Target, s3_endpoint: str, tmp_path: Path
+    target: Target, s3_url: str, tmp_path: Path
 ) -> None:
     target.major = 14
     _, manifest = _backup(tmp_path)
-    settings = settings_for(s3_endpoint)
+    settings = settings_for(s3_url)
     with pytest.raises(StackError) as refused:
         check_target(settings, manifest)
     assert str(refused.value) == (
@@ -189,9 +189,9 @@ def test_a_target_that_is_not_empty_is_refused_naming_everything_it_holds(
 
 
 def test_an_empty_target_gets_a_pg_restore_that_reads_the_dumps(
-    target: Target, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    target: Target, s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = settings_for(s3_endpoint)  # its bucket is created by the check
+    settings = settings_for(s3_url)  # its bucket is created by the check
     _, manifest = _backup(tmp_path)
     tool = check_target(settings, manifest)
     assert (tool.path, tool.major) == (tmp_path / "bin" / "pg_restore", 15)
@@ -202,9 +202,9 @@ def test_an_empty_target_gets_a_pg_restore_that_reads_the_dumps(
 
 
 def test_the_target_check_creates_a_missing_bucket_as_its_docstring_says(
-    target: Target, s3_endpoint: str, tmp_path: Path
+    target: Target, s3_url: str, tmp_path: Path
 ) -> None:
-    settings = settings_for(s3_endpoint)
+    settings = settings_for(s3_url)
     s3 = s3_client(settings)
     assert settings.s3_bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     _, manifest = _backup(tmp_path)

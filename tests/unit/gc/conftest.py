@@ -1,6 +1,6 @@
-"""Real parts for the collector: an S3 (moto's threaded server on a loopback port, one per
-session of this folder, a fresh bucket per test) and MLflow's own SQLAlchemy tracking store on
-SQLite (migrated once, copied for each test)."""
+"""Real parts for the collector: an S3 (moto's threaded server on a loopback port, the
+session's from tests/unit/conftest.py, a fresh bucket per test) and MLflow's own SQLAlchemy
+tracking store on SQLite (migrated once, copied for each test)."""
 
 from __future__ import annotations
 
@@ -16,24 +16,11 @@ from mlflow_stack.stores.storage import s3_client
 from tests.conftest import make_settings
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def bucket(s3_endpoint: str) -> tuple[Any, str]:
+def bucket(s3_url: str) -> tuple[Any, str]:
     """An S3 client and the name of a new, empty bucket."""
     name = f"b-{uuid.uuid4().hex[:16]}"
-    client = s3_client(make_settings(MLFLOW_STACK_S3_ENDPOINT_URL=s3_endpoint))
+    client = s3_client(make_settings(MLFLOW_STACK_S3_ENDPOINT_URL=s3_url))
     client.create_bucket(Bucket=name)
     return client, name
 

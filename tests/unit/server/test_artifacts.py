@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,20 +36,6 @@ from tests.unit.server.test_multipart import (
 
 ROOT = "1/0123456789abcdef/artifacts"  # an artifact root below the bucket, as MLflow makes them
 PART = 64 * 1024  # the part size in these tests, to keep them fast
-
-
-@pytest.fixture(scope="module")
-def s3_url() -> Iterator[str]:
-    """A real S3 API on 127.0.0.1 (moto's server, in a thread of this process)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @dataclass

@@ -54,20 +54,6 @@ def no_aws_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
 
 
-@pytest.fixture(scope="module")
-def s3_url() -> Iterator[str]:
-    """A real S3 API on 127.0.0.1 (moto's server, in a thread of this process)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 def on(url: str, **overrides: str) -> Settings:
     """Settings for ``url`` with a bucket of its own and a short wait."""
     return make_settings(
