@@ -16,6 +16,11 @@ Parser = Callable[[str], Any]
 UNSAFE_IN_ENV = re.compile(r"[\s'\"$#\\`]")
 
 
+def _decimal(value: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes other scripts' digits and superscripts."""
+    return value.isascii() and value.isdigit()
+
+
 def text(value: str) -> str:
     """any text"""
     return value
@@ -23,7 +28,7 @@ def text(value: str) -> str:
 
 def port(value: str) -> int:
     """TCP port, 1-65535"""
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
+    if not _decimal(value) or not 1 <= int(value) <= 65535:
         raise ValueError("must be a TCP port number between 1 and 65535")
     return int(value)
 
@@ -32,7 +37,7 @@ def int_between(low: int, high: int) -> Parser:
     """A check for a whole number from ``low`` to ``high``."""
 
     def parse(value: str) -> int:
-        if not value.isdigit() or not low <= int(value) <= high:
+        if not _decimal(value) or not low <= int(value) <= high:
             raise ValueError(f"must be a whole number between {low} and {high}")
         return int(value)
 

@@ -60,8 +60,11 @@ class Setting:
         return self.default is None
 
     def value_from(self, environ: Mapping[str, str]) -> Any:
-        """The parsed value in ``environ``, else the default; ConfigError naming the variable."""
+        """The parsed value in ``environ``, else the default (an empty default stays empty, as
+        in :meth:`Settings.from_env`); ConfigError naming the variable."""
         raw = environ.get(self.name) or self.default or ""
+        if raw == "":
+            return ""
         try:
             return self.parse(raw)
         except ValueError as error:

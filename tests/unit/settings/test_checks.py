@@ -239,6 +239,7 @@ MODULE_CHECKS = [
     function
     for _, function in inspect.getmembers(checks, inspect.isfunction)
     if function.__module__ == checks.__name__
+    and not function.__name__.startswith("_")
     and list(inspect.signature(function).parameters) == ["value"]
 ]
 
@@ -270,3 +271,11 @@ def test_the_module_checks_are_all_found() -> None:
         "host_patterns",
         "networks",
     }
+
+
+@pytest.mark.parametrize("value", ["\u0663", "\u00b2", "\uff15\uff10\uff10\uff10"])
+def test_numbers_take_ascii_digits_only(value: str) -> None:
+    with pytest.raises(ValueError, match="must be a TCP port number"):
+        checks.port(value)
+    with pytest.raises(ValueError, match="must be a whole number between 0 and 10"):
+        checks.int_between(0, 10)(value)

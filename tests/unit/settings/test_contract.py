@@ -214,3 +214,11 @@ def test_artifacts_live_in_the_bucket_and_the_tracking_uri_names_the_server() ->
     assert settings.tracking_uri == "http://10.0.0.5:5000"
     ipv6_wildcard = Settings.from_env({**SECRETS, "MLFLOW_STACK_HOST": "::"})
     assert ipv6_wildcard.tracking_uri == "http://127.0.0.1:5000"
+
+
+def test_value_from_leaves_an_empty_default_empty_as_from_env_does() -> None:
+    from mlflow_stack.settings.contract import setting
+
+    endpoint = setting("MLFLOW_STACK_S3_ENDPOINT_URL")
+    assert endpoint.value_from({}) == ""
+    assert Settings.from_env(REQUIRED).s3_endpoint_url == ""
