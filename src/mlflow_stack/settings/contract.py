@@ -63,8 +63,11 @@ class Setting:
         """The parsed value in ``environ``, else the default (an empty default stays empty, as
         in :meth:`Settings.from_env`); ConfigError naming the variable."""
         raw = environ.get(self.name) or self.default or ""
-        if raw == "":
-            return ""
+        return "" if raw == "" else self.checked(raw)
+
+    def checked(self, raw: str) -> Any:
+        """``raw`` parsed, or ConfigError with one line naming the variable (and its value,
+        unless it is a secret)."""
         try:
             return self.parse(raw)
         except ValueError as error:
@@ -327,10 +330,9 @@ class Settings:
                     values[attribute] = ""
                     continue
             try:
-                values[attribute] = setting.parse(raw)
-            except ValueError as error:
-                shown = "" if setting.secret else f"={raw!r}"
-                problems.append(f"{setting.name}{shown} {error}")
+                values[attribute] = setting.checked(raw)
+            except ConfigError as error:
+                problems.extend(error.problems)
         if not problems:
             problems.extend(_cross_checks(values))
         if problems:
@@ -415,10 +417,9 @@ def compose_only_problems(environ: Mapping[str, str]) -> list[str]:
         raw = environ.get(setting.name, "")
         if raw:
             try:
-                setting.parse(raw)
-            except ValueError as error:
-                shown = "" if setting.secret else f"={raw!r}"
-                problems.append(f"{setting.name}{shown} {error}")
+                setting.checked(raw)
+            except ConfigError as error:
+                problems.extend(error.problems)
     user, server_key = environ.get("MINIO_ROOT_USER"), environ.get("MLFLOW_STACK_S3_ACCESS_KEY")
     if user and user == server_key:
         problems.append(
