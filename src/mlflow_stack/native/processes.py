@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import pwd
+import random
 import socket
 import subprocess
 import time
@@ -217,6 +218,38 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+#: The lowest port :func:`quiet_port` hands out: below it sit the well-known services.
+QUIET_FLOOR = 10000
+
+
+def ephemeral_ports(path: Path | None = None) -> range:
+    """The ports the kernel hands to outgoing connections and to ``bind(("", 0))``."""
+    try:
+        low, high = (int(word) for word in (path or EPHEMERAL_RANGE_FILE).read_text().split())
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+    return range(low, high + 1)
+
+
+def quiet_port(host: str = "127.0.0.1", attempts: int = 200) -> int:
+    """A free port below the kernel's ephemeral range, for a listener the stack keeps for itself.
+
+    A port from :func:`free_port` lies in that range, so until the server binds it, any
+    outgoing connection on the machine or any other program's ``bind(0)`` may be given it (a
+    parallel test run does both by the hundred). A port below the range is taken only by a
+    program that names it. Falls back to :func:`free_port` where the range starts too low.
+    """
+    ephemeral = ephemeral_ports()
+    if ephemeral.start <= QUIET_FLOOR + 1000:
+        return free_port(host)
+    for _ in range(attempts):
+        port = random.randrange(QUIET_FLOOR, ephemeral.start)  # noqa: S311 - not a secret
+        if not port_in_use(port, host):
+            return port
+    return free_port(host)
 
 
 def _last_lines(path: Path, lines: int) -> list[str]:

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from mlflow_stack.errors import StackError
-from mlflow_stack.native.processes import free_port, port_in_use
+from mlflow_stack.native.processes import port_in_use, quiet_port
 from mlflow_stack.native.service import CHECK_TIMEOUT, Service, base_environment
 from mlflow_stack.native.tls import ensure_internal_tls
 from mlflow_stack.stores.storage import s3_client
@@ -75,11 +77,17 @@ class _S3Service(Service):
         """Ports for the server's internal listeners, chosen once and kept in the data dir.
 
         A port the data depends on never moves (SeaweedFS's master keeps its state under
-        ``m<port>``): only missing ports, or ones :meth:`_usable_ports` rejects, are picked anew.
+        ``m<port>``): only missing ports, ones another program now listens on, or ones
+        :meth:`_usable_ports` rejects, are picked anew. Called only while the server is down.
         """
         path = self.home / "ports.json"
         saved = _read_ports(path)
-        ports = self._usable_ports({name: saved[name] for name in names if name in saved})
+        ports = {
+            name: saved[name]
+            for name in names
+            if name in saved and (self._pinned(name, saved[name]) or not port_in_use(saved[name]))
+        }
+        ports = self._usable_ports(ports)
         if set(ports) != set(names) or ports != saved:
             taken = {  # every port the stack's configuration sets
                 s3_port(self.settings.s3_endpoint_url),
@@ -99,9 +107,24 @@ class _S3Service(Service):
         """The saved ports that may be kept (all of them, unless a server needs a relation)."""
         return ports
 
+    def _pinned(self, name: str, port: int) -> bool:
+        """True when the data depends on ``name`` staying at ``port``."""
+        return False
+
     def _pick_port(self, name: str, ports: dict[str, int], taken: set[int]) -> int:
         """A free loopback port for ``name`` that no other listener of the stack uses."""
         return _free_port_except(taken)
+
+    def _forget_port(self, name: str) -> bool:
+        """Drop ``name``'s saved port so that the next start picks another; False when the
+        data depends on it or none is saved."""
+        path = self.home / "ports.json"
+        saved = _read_ports(path)
+        if name not in saved or self._pinned(name, saved[name]):
+            return False
+        del saved[name]
+        path.write_text(json.dumps(saved, indent=2))
+        return True
 
 
 def _read_ports(path: Path) -> dict[str, int]:
@@ -112,9 +135,9 @@ def _read_ports(path: Path) -> dict[str, int]:
 
 
 def _free_port_except(taken: set[int]) -> int:
-    port = free_port()
+    port = quiet_port()
     while port in taken:
-        port = free_port()
+        port = quiet_port()
     return port
 
 
@@ -170,6 +193,29 @@ class SeaweedFSService(_S3Service):
                  internal.items()}  # fmt: skip
         ports[s3_port(self.settings.s3_endpoint_url)] = "MLFLOW_STACK_S3_ENDPOINT_URL"
         return ports
+
+    #: What `weed mini` prints when a listener's port was taken before it could bind it.
+    PORT_TAKEN = re.compile(r"Port allocation failed: port \d+ .*\(specified by flag ([a-z.]+)\)")
+    #: Its flag for each internal port (the S3 port is the user's: never moved).
+    FLAGS: ClassVar[dict[str, str]] = {
+        "master.port": "master", "master.port.grpc": "master_grpc",
+        "volume.port": "volume", "volume.port.grpc": "volume_grpc",
+        "filer.port": "filer", "filer.port.grpc": "filer_grpc",
+        "s3.port.grpc": "s3_grpc", "admin.port": "admin", "admin.port.grpc": "admin_grpc",
+    }  # fmt: skip
+
+    def release_port(self, problem: str) -> bool:
+        found = self.PORT_TAKEN.search(problem)
+        name = self.FLAGS.get(found.group(1)) if found else None
+        if name is None:
+            return False
+        if name == "admin_grpc":  # it moves with its HTTP twin
+            name = "admin"
+        return self._forget_port(name)
+
+    def _pinned(self, name: str, port: int) -> bool:
+        """The master keeps its state in ``m<port>`` under the data dir."""
+        return name == "master" and (self.data / f"m{port}").exists()
 
     def _usable_ports(self, ports: dict[str, int]) -> dict[str, int]:
         """Drop the admin ports unless the gRPC one is where the workers will look for it."""

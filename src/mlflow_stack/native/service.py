@@ -106,3 +106,8 @@ class Service(ABC):
 
     def describe(self) -> str:
         return self.name
+
+    def release_port(self, problem: str) -> bool:
+        """Given why a start failed, forget the internal port it names as taken, so that the
+        next start picks another. True when there was one to forget: worth another start."""
+        return False

@@ -42,6 +42,8 @@ STOP_ORDER: tuple[type[Service], ...] = (MlflowService, SeaweedFSService, Postgr
 SERVICE_NAMES = tuple(cls.name for cls in reversed(STOP_ORDER))
 #: `down` waits this much longer than a service's stop timeout: its supervisor kills it first.
 SUPERVISOR_GRACE = 15.0
+#: Starts of a service whose own port another program took before the service could bind it.
+PORT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -142,10 +144,7 @@ class NativeStack:
                         log.info("%s is already running", service.name)
                         continue
                     began = time.monotonic()
-                    service.prepare()
-                    proc = self._supervise(service)
-                    started.append(service)
-                    self._await_healthy(service, proc)
+                    self._start(service, started)
                     log.info(
                         "%-8s healthy in %4.1f s  %s",
                         service.name,
@@ -157,6 +156,24 @@ class NativeStack:
                     _stop_service(self.layout, service.name, type(service))
                 raise
             return True
+
+    def _start(self, service: Service, started: list[Service]) -> None:
+        """Start ``service`` and wait until it is healthy. A port that another program took
+        between the port check and the server's bind is not the user's to fix: when it is one
+        the service picked for itself, it picks another and starts again."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            service.prepare()
+            proc = self._supervise(service)
+            started.append(service)
+            try:
+                self._await_healthy(service, proc)
+                return
+            except StackError as error:
+                if attempt == PORT_ATTEMPTS or not service.release_port(str(error)):
+                    raise
+                log.warning("%s: %s; starting it again on another port", service.name, error)
+                _stop_service(self.layout, service.name, type(service))
+                started.remove(service)
 
     def _needs_start(self, service: Service) -> bool:
         """True unless the service's supervisor runs; stops what a dead supervisor left."""

@@ -9,11 +9,16 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
+from mlflow_stack.native import processes
 from mlflow_stack.native.processes import (
+    QUIET_FLOOR,
     ProcessRecord,
+    ephemeral_ports,
     free_port,
     port_in_use,
+    quiet_port,
     record_of,
     spawn,
     stop,
@@ -99,6 +104,47 @@ def test_port_probe_sees_a_listener(tmp_path: Path) -> None:
         listener.listen()
         assert port_in_use(port)
     assert psutil.pid_exists(os.getpid())
+
+
+def test_the_ephemeral_range_is_read_from_the_kernel_or_taken_as_linux_default(
+    tmp_path: Path,
+) -> None:
+    kernel = ephemeral_ports()
+    assert free_port() in kernel  # what bind(0) hands out
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("40000\t50000\n")
+    assert ephemeral_ports(ranges) == range(40000, 50001)
+    ranges.write_text("garbage")
+    assert ephemeral_ports(ranges) == range(32768, 61000)
+    assert ephemeral_ports(tmp_path / "missing") == range(32768, 61000)
+
+
+def test_a_quiet_port_is_free_and_below_the_range_others_are_handed_at_random() -> None:
+    import socket
+
+    kernel = ephemeral_ports()
+    drawn = {quiet_port() for _ in range(20)}
+    assert all(QUIET_FLOOR <= port < kernel.start for port in drawn)
+    assert len(drawn) > 1  # drawn at random, not the first free one
+    port = drawn.pop()
+    assert not port_in_use(port)
+    with socket.socket() as listener:  # the server that picked it can bind it
+        listener.bind(("127.0.0.1", port))
+
+
+def test_a_quiet_port_is_never_one_in_use_and_any_free_one_when_the_range_starts_low(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    busy = iter([True, True, False])
+    monkeypatch.setattr(processes, "port_in_use", lambda port, host: next(busy))
+    draws = iter(range(QUIET_FLOOR + 1, QUIET_FLOOR + 10))
+    monkeypatch.setattr(processes.random, "randrange", lambda low, high: next(draws))
+    assert quiet_port() == QUIET_FLOOR + 3  # the third draw, the first free one
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("1024 65535")
+    monkeypatch.setattr(processes, "EPHEMERAL_RANGE_FILE", ranges)
+    monkeypatch.setattr(processes, "free_port", lambda host: 4242)
+    assert quiet_port() == 4242  # nothing below the range to draw from
 
 
 def test_tail_reaches_into_the_previous_log_just_after_a_rotation(tmp_path: Path) -> None:

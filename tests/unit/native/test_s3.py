@@ -16,7 +16,7 @@ import pytest
 
 from mlflow_stack.errors import StackError
 from mlflow_stack.native import s3
-from mlflow_stack.native.processes import free_port, port_in_use
+from mlflow_stack.native.processes import ephemeral_ports, free_port, port_in_use, quiet_port
 from mlflow_stack.native.s3 import MinioService, SeaweedFSService, s3_port, s3_service_class
 from mlflow_stack.native.service import Layout
 from mlflow_stack.waiting import NotReady
@@ -121,7 +121,7 @@ def offer_ports(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[int]], None]:
 
     def offer(ports: list[int]) -> None:
         queue = list(ports)
-        monkeypatch.setattr(s3, "free_port", lambda: queue.pop(0) if queue else free_port())
+        monkeypatch.setattr(s3, "quiet_port", lambda: queue.pop(0) if queue else quiet_port())
 
     return offer
 
@@ -252,6 +252,81 @@ def test_the_admin_port_is_one_whose_grpc_twin_is_free_too(
     assert admin not in (60000, busy_twin - 10000, taken_twin - 10000)  # 70000 is no port
     assert not port_in_use(admin + 10000)
     assert service._pick_port("admin_grpc", {"admin": admin}, set()) == admin + 10000
+
+
+def weed_says_taken(flag: str, port: int = 41234) -> str:
+    """The line `weed mini` logs when a port it was given was taken before it bound it."""
+    return (
+        f"s3 exited with code 1 after 0 s while starting: E1206 22:36:22.869785 mini.go:1244 "
+        f"Port allocation failed: port {port} for Filer (specified by flag {flag}) is not "
+        "available on 127.0.0.1 and cannot be used (log: /x/data/logs/s3.log)"
+    )
+
+
+def flags_of(service: SeaweedFSService) -> dict[str, int]:
+    return {
+        key: int(value)
+        for key, value in (arg.lstrip("-").split("=", 1) for arg in service.command()[2:])
+        if key.endswith(("port", "port.grpc")) and value.isdigit()
+    }
+
+
+@pytest.mark.parametrize(
+    ("flag", "moved"),
+    [
+        ("filer.port", {"filer.port"}),
+        ("volume.port.grpc", {"volume.port.grpc"}),
+        ("master.port", {"master.port"}),  # a fresh data dir: nothing depends on it yet
+        ("admin.port.grpc", {"admin.port", "admin.port.grpc"}),  # the twins move together
+    ],
+)
+def test_a_port_taken_before_weed_bound_it_is_picked_anew_and_only_that_one(
+    tmp_path: Path, flag: str, moved: set[str]
+) -> None:
+    service = SeaweedFSService(settings(), Layout(tmp_path))
+    before = flags_of(service)
+    assert service.release_port(weed_says_taken(flag, before[flag])) is True
+    after = flags_of(SeaweedFSService(settings(), Layout(tmp_path)))
+    assert {key for key in before if before[key] != after[key]} == moved
+    assert after["admin.port.grpc"] == after["admin.port"] + 10000
+    assert after["s3.port"] == 9000
+
+
+def test_the_s3_port_a_masters_state_or_another_failure_is_never_a_port_to_move(
+    tmp_path: Path,
+) -> None:
+    service = SeaweedFSService(settings(), Layout(tmp_path))
+    before = flags_of(service)
+    (tmp_path / "s3" / "data" / f"m{before['master.port']}").mkdir(parents=True)
+    assert service.release_port(weed_says_taken("master.port")) is False  # its data is there
+    assert service.release_port(weed_says_taken("s3.port")) is False  # the user's setting
+    assert service.release_port("s3 exited with code 1 while starting: disk full") is False
+    assert flags_of(SeaweedFSService(settings(), Layout(tmp_path))) == before
+
+
+def test_a_saved_port_another_program_now_listens_on_is_picked_anew_unless_data_needs_it(
+    tmp_path: Path, listener: Callable[[int], socket.socket]
+) -> None:
+    service = SeaweedFSService(settings(), Layout(tmp_path))
+    before = flags_of(service)
+    (tmp_path / "s3" / "data" / f"m{before['master.port']}").mkdir(parents=True)
+    listener(before["filer.port"])
+    listener(before["master.port"])
+    after = flags_of(SeaweedFSService(settings(), Layout(tmp_path)))
+    assert after["filer.port"] != before["filer.port"]  # not the user's port to free
+    assert after["master.port"] == before["master.port"]  # `up` names it as taken instead
+    assert {k: v for k, v in after.items() if k != "filer.port"} == {
+        k: v for k, v in before.items() if k != "filer.port"
+    }
+
+
+def test_internal_ports_lie_below_the_range_outgoing_connections_are_handed(
+    tmp_path: Path,
+) -> None:
+    kernel = ephemeral_ports()
+    ports = flags_of(SeaweedFSService(settings(), Layout(tmp_path)))
+    internal = {k: v for k, v in ports.items() if k not in ("s3.port", "admin.port.grpc")}
+    assert all(port < kernel.start for port in internal.values()), internal
 
 
 def test_weed_is_found_beside_this_python_first_then_on_path(

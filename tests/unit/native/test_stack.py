@@ -24,6 +24,7 @@ from mlflow_stack.native.s3 import SeaweedFSService
 from mlflow_stack.native.service import Layout
 from mlflow_stack.native.stack import (
     NATIVE_S3_ENDPOINT,
+    PORT_ATTEMPTS,
     SERVICE_NAMES,
     STOP_ORDER,
     NativeStack,
@@ -33,6 +34,7 @@ from mlflow_stack.native.stack import (
     running,
 )
 from mlflow_stack.settings.contract import Settings
+from mlflow_stack.waiting import NotReady
 from tests.conftest import distinct_free_ports
 from tests.conftest import make_settings as settings
 from tests.unit.native.helpers import SLEEP, fake_server
@@ -337,3 +339,103 @@ def test_a_service_is_started_again_only_once_what_its_dead_supervisor_left_is_g
     assert not stack.layout.record("s3").exists()
     assert stack._needs_start(postgres) is False  # its supervisor runs: left alone
     assert ProcessRecord.load(stack.layout.record("postgres")) == live
+
+
+# -- a port another program takes between the port check and the server's bind ---------------
+
+BIND_OR_SAY_TAKEN = """
+import socket, sys, time
+from pathlib import Path
+port, ready = int(sys.argv[1]), Path(sys.argv[2])
+sock = socket.socket()
+try:
+    sock.bind(("127.0.0.1", port))
+except OSError:
+    print(f"Port allocation failed: port {port} for Filer (specified by flag filer.port)",
+          flush=True)
+    sys.exit(1)
+sock.listen()
+ready.write_text(str(port))
+time.sleep(600)
+"""
+
+
+class PortPicker(SeaweedFSService):
+    """A service that binds one port it picked itself, reports readiness through a file, and
+    picks the next port of ``offers`` each time a start says its port was taken."""
+
+    start_timeout = 20.0
+
+    def __init__(self, stack: NativeStack, offers: list[int]) -> None:
+        super().__init__(stack.settings, stack.layout)
+        self.offers = offers
+        self.port = offers.pop(0)
+        self.problems: list[str] = []
+
+    def prepare(self) -> None:
+        self.ready.unlink(missing_ok=True)
+
+    @property
+    def ready(self) -> Path:
+        return self.layout.root / "picker.ready"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", BIND_OR_SAY_TAKEN, str(self.port), str(self.ready)]
+
+    def check(self, timeout: float = 1.0) -> None:
+        if not self.ready.exists():
+            raise NotReady("not listening yet")
+
+    def release_port(self, problem: str) -> bool:
+        self.problems.append(problem)
+        if not self.offers:
+            return False
+        self.port = self.offers.pop(0)
+        return True
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as other_program:
+        other_program.bind(("127.0.0.1", 0))
+        other_program.listen()
+        yield other_program.getsockname()[1]
+
+
+def test_a_service_whose_own_port_was_taken_as_it_started_starts_again_on_another(
+    make_stack: Callable[..., NativeStack], taken_port: int
+) -> None:
+    stack = make_stack()
+    (free,) = distinct_free_ports(1)
+    picker = PortPicker(stack, [taken_port, free])
+    stack.services = [picker]
+    try:
+        assert stack.up() is True
+        assert picker.ready.read_text() == str(free)
+        (problem,) = picker.problems
+        assert f"Port allocation failed: port {taken_port}" in problem
+        assert running(stack.layout.root) == ["s3"]
+        log = stack.layout.log("s3").read_text()
+        assert log.count("=== ") >= 2  # the supervisor's banner: started twice
+    finally:
+        down(stack.layout.root)
+    assert running(stack.layout.root) == []
+
+
+def test_a_port_taken_on_every_attempt_or_not_the_services_own_stops_up_with_the_reason(
+    make_stack: Callable[..., NativeStack], taken_port: int
+) -> None:
+    stack = make_stack()
+    picker = PortPicker(stack, [taken_port] * (PORT_ATTEMPTS + 5))
+    stack.services = [picker]
+    with pytest.raises(StackError, match=rf"Port allocation failed: port {taken_port}"):
+        stack.up()
+    assert len(picker.problems) == PORT_ATTEMPTS - 1  # the last failure is not retried
+    assert running(stack.layout.root) == []
+    stack = make_stack()
+    picker = PortPicker(stack, [taken_port])  # nothing left to offer: not its port to move
+    stack.services = [picker]
+    with pytest.raises(StackError, match=rf"Port allocation failed: port {taken_port}"):
+        stack.up()
+    assert len(picker.problems) == 1
+    assert running(stack.layout.root) == []
