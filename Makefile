@@ -23,7 +23,7 @@ help: ## Show the targets
 # bytecode of every installed file (--compile-bytecode: ~60 s of the cold start here), it
 # imports what the server imports, which compiles those modules once (even where
 # PYTHONDONTWRITEBYTECODE is set, as each server start would otherwise compile them anew).
-SERVER_IMPORTS := mlflow.cli, mlflow.server.auth, mlflow.server.fastapi_app, mlflow_stack.server.app, mlflow_stack.stores.tracking
+SERVER_IMPORTS := mlflow.cli, mlflow.server.auth, mlflow.server.fastapi_app, mlflow_stack.server.app, mlflow_stack.stores.tracking, mlflow_stack.server.launcher
 $(RUNTIME_STAMP): requirements-dev.txt mlflow-server/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)

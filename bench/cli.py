@@ -21,7 +21,7 @@ from bench import report, workloads
 from bench.setups import REPO, MlflowStack, Running, StockOnStackParts, StockSqlite
 
 log = logging.getLogger("bench")
-WORKLOADS = ("latency", "ingestion", "search", "artifacts")
+WORKLOADS = ("latency", "ingestion", "search", "artifacts", "recovery")
 
 
 def _drive(running: Running, sizes: workloads.Sizes, files: dict[str, list[Path]],
@@ -37,10 +37,13 @@ def _drive(running: Running, sizes: workloads.Sizes, files: dict[str, list[Path]
         "artifacts": lambda: workloads.artifacts(running, files, scratch),
     }
     for name in only:
-        began = time.monotonic()
-        result[name] = steps[name]()
-        log.info("(%s) %s done in %.0f s", running.key, name, time.monotonic() - began)
+        if name in steps:
+            began = time.monotonic()
+            result[name] = steps[name]()
+            log.info("(%s) %s done in %.0f s", running.key, name, time.monotonic() - began)
     result["memory_after_load"] = workloads.memory(running)
+    if "recovery" in only:  # last: it kills the server
+        result["recovery"] = workloads.recovery(running, sizes)
     return result
 
 

@@ -54,6 +54,8 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
     if "artifacts" in first:
         lines += _artifacts(results, keys)
     lines += _memory(results, keys)
+    if "recovery" in first:
+        lines += _recovery(results, keys)
     return "\n".join(lines) + "\n"
 
 
@@ -158,19 +160,39 @@ def _artifacts(results: dict[str, Any], keys: list[str]) -> list[str]:
 
 def _memory(results: dict[str, Any], keys: list[str]) -> list[str]:
     lines = [
-        "## Resident memory (MB)",
+        "## Memory (MB): resident (RSS) / proportional (PSS)",
         "",
-        *_header("set-up", "idle", "after load", "processes after load"),
+        *_header("set-up", "idle", "after load", "processes after load (RSS / PSS)"),
     ]
     for k in keys:
         idle, loaded = results[k]["memory_idle"], results[k]["memory_after_load"]
         parts = ", ".join(
-            f"{name} {v['MB']}" + (f" ({v['count']})" if v["count"] > 1 else "")
+            f"{name} {v['MB']} / {v.get('PSS_MB', '?')}"
+            + (f" ({v['count']})" if v["count"] > 1 else "")
             for name, v in loaded["processes"].items()
         )
-        lines.append(f"| {NAMES[k]} | {idle['total_MB']} | {loaded['total_MB']} | {parts} |")
+        lines.append(f"| {NAMES[k]} | {_both(idle)} | {_both(loaded)} | {parts} |")
     return lines
+
+
+def _both(memory: dict[str, Any]) -> str:
+    return f"{memory['total_MB']} / {memory.get('total_PSS_MB', '?')}"
 
 
 def _header(*cells: str) -> list[str]:
     return ["| " + " | ".join(cells) + " |", "|---" * len(cells) + "|"]
+
+
+def _recovery(results: dict[str, Any], keys: list[str]) -> list[str]:
+    lines = [
+        "",
+        "## Back after a crash: kill -9 of the whole server, seconds until a logged-in call "
+        "answers again",
+        "",
+        *_header("set-up", "each crash (a minute apart)"),
+    ]
+    for k in keys:
+        figures = results[k].get("recovery")
+        cell = ", ".join(f"{s:g}" for s in figures["serving_again_s"]) if figures else "stays down"
+        lines.append(f"| {NAMES[k]} | {cell} |")
+    return lines

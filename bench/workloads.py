@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import statistics
 import time
 import uuid
@@ -17,6 +18,7 @@ from typing import Any
 
 import mlflow
 import psutil
+import requests
 from mlflow.entities import Metric, Param, RunTag
 
 from bench.seed import seed_runs
@@ -35,10 +37,12 @@ class Sizes:
     medium_files: int
     medium_mb: int
     large_mb: int  # 0: skip
+    crashes: int  # kill -9 of the server, each after it has stayed up a minute
 
 
-FULL = Sizes(200, {1: 30, 8: 10, 32: 4}, 100_000, 20, 100, 3, 100, 1024)
-QUICK = Sizes(30, {1: 3, 8: 2, 32: 1}, 5_000, 5, 10, 1, 20, 0)
+FULL = Sizes(200, {1: 30, 8: 10, 32: 4}, 100_000, 20, 100, 3, 100, 1024, 3)
+QUICK = Sizes(30, {1: 3, 8: 2, 32: 1}, 5_000, 5, 10, 1, 20, 0, 1)
+CRASH_SPACING = 61.0  # the supervisor's delay starts over after a minute up (0.25 s)
 
 
 def use(running: Running) -> Any:
@@ -277,6 +281,41 @@ def artifacts(running: Running, groups: dict[str, list[Path]], scratch: Path) ->
     return result
 
 
+def recovery(running: Running, sizes: Sizes) -> dict[str, Any] | None:
+    """kill -9 of the whole MLflow server (its process group: master and workers), then the
+    seconds until a logged-in API call answers 200 again. Only a set-up whose supervisor
+    restarts the server has a figure; stock MLflow stays down."""
+    supervisors = [r for r in running.records if _name_of(r.argv) == ["--name", "mlflow"]]
+    if not supervisors:
+        return None
+    session = requests.Session()
+    session.auth = running.auth
+    probe = f"{running.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1"
+    seconds = []
+    for crash in range(sizes.crashes):
+        if crash:
+            time.sleep(CRASH_SPACING)
+        (serve,) = psutil.Process(supervisors[0].pid).children()
+        os.killpg(serve.pid, signal.SIGKILL)
+        began = time.monotonic()
+        while time.monotonic() - began < 120:
+            try:
+                if session.get(probe, timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the server did not serve again within 120 s of kill -9")
+        seconds.append(round(time.monotonic() - began, 2))
+    return {"serving_again_s": seconds}
+
+
+def _name_of(argv: list[str]) -> list[str]:
+    index = argv.index("--name") if "--name" in argv else -1
+    return argv[index : index + 2] if index >= 0 else []
+
+
 KINDS = (
     ("huey_consumer", "huey consumer"),
     ("job_runner", "job runner"),
@@ -294,24 +333,35 @@ KINDS = (
 def _kind(proc: psutil.Process) -> str:
     try:
         cmdline = " ".join(proc.cmdline())
+        parent = proc.parent()
+        if parent is not None and parent.cmdline() == proc.cmdline() and "mlflow_stack" in cmdline:
+            return "mlflow-stack serve worker (forked)"
     except psutil.Error:
         return "gone"
     return next((label for needle, label in KINDS if needle in cmdline), proc.name())
 
 
 def memory(running: Running) -> dict[str, Any]:
-    """Resident memory of every process of the set-up, grouped by kind (MB)."""
-    by_kind: dict[str, list[float]] = {}
+    """Memory of every process of the set-up, grouped by kind (MB): resident (RSS) and
+    proportional (PSS: each shared page divided among the processes sharing it, so forked
+    workers count what they do not share with their master)."""
+    by_kind: dict[str, list[tuple[float, float]]] = {}
     for record in running.records:
         for proc in record.group():
             try:
-                rss = proc.memory_info().rss / MB
+                info = proc.memory_full_info()
             except psutil.Error:
                 continue
-            by_kind.setdefault(_kind(proc), []).append(rss)
+            by_kind.setdefault(_kind(proc), []).append((info.rss / MB, info.pss / MB))
     return {
-        "total_MB": round(sum(sum(v) for v in by_kind.values())),
+        "total_MB": round(sum(rss for v in by_kind.values() for rss, _ in v)),
+        "total_PSS_MB": round(sum(pss for v in by_kind.values() for _, pss in v)),
         "processes": {
-            k: {"count": len(v), "MB": round(sum(v))} for k, v in sorted(by_kind.items())
+            k: {
+                "count": len(v),
+                "MB": round(sum(rss for rss, _ in v)),
+                "PSS_MB": round(sum(pss for _, pss in v)),
+            }
+            for k, v in sorted(by_kind.items())
         },
     }

@@ -1,13 +1,16 @@
 """``mlflow-stack serve``: the one server entrypoint of the image, the native runtime and EC2.
 
 It waits for PostgreSQL and S3 (bounded), creates the databases and the bucket when missing,
-migrates both schemas, then runs ``mlflow server``: PostgreSQL backend store, artifacts proxied
-to S3 (clients never see storage credentials), the basic-auth app with its user store in
-PostgreSQL, and the allowed Host headers from the settings.
+migrates both schemas, then serves MLflow: PostgreSQL backend store, artifacts proxied to S3
+(clients never see storage credentials), the basic-auth app with its user store in PostgreSQL,
+and the allowed Host headers from the settings.
 
-``mlflow server`` runs as MLflow's own click command inside this process rather than through
-``exec``: the same code path and argument parsing, the same pid (signals reach it), and MLflow's
-import cost (several seconds here) is paid once instead of twice per start.
+This process then becomes the server's master (:mod:`mlflow_stack.server.launcher`): it sets
+the environment ``mlflow server`` would give its workers (:func:`mlflow_environment`, kept equal
+to MLflow's by a test), imports MLflow once and forks the workers, so the same pid receives the
+signals and no idle launcher holds a second copy of MLflow. With MLflow's job runner enabled
+(MLFLOW_SERVER_ENABLE_JOB_EXECUTION) MLflow's own ``mlflow server`` runs instead, in this process:
+it starts the runner beside its workers.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import re
 import shutil
 import sys
 import tempfile
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
+from mlflow_stack.errors import StackError
 from mlflow_stack.settings.contract import Settings
 from mlflow_stack.stores.database import (
     apply_database_defaults,
@@ -123,6 +128,53 @@ def server_environment(
     return env
 
 
+def mlflow_environment(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """What ``mlflow server`` with :func:`server_arguments` puts in its workers' environment
+    (its CLI in ``os.environ``, ``_run_server`` in the workers'), for the workers forked here;
+    ``tests/unit/test_serve.py`` compares it with MLflow's own. Its options' defaults are read
+    from its click command, so they follow MLflow."""
+    from mlflow.environment_variables import (
+        _MLFLOW_IN_JOB_EXECUTOR,
+        _MLFLOW_SERVER_BOOT_ID,
+        _MLFLOW_SGI_NAME,
+        MLFLOW_ENABLE_WORKSPACES,
+    )
+    from mlflow.server.constants import (
+        ARTIFACT_ROOT_ENV_VAR,
+        ARTIFACTS_DESTINATION_ENV_VAR,
+        BACKEND_STORE_URI_ENV_VAR,
+        REGISTRY_STORE_URI_ENV_VAR,
+        SECRETS_CACHE_MAX_SIZE_ENV_VAR,
+        SECRETS_CACHE_TTL_ENV_VAR,
+        SERVE_ARTIFACTS_ENV_VAR,
+    )
+    from mlflow.utils.server_cli_utils import resolve_default_artifact_root
+
+    frame_options = "MLFLOW_SERVER_X_FRAME_OPTIONS"  # the option's envvar: the CLI keeps it
+    return {
+        frame_options: environ.get(frame_options) or _server_option_default("x_frame_options"),
+        SECRETS_CACHE_TTL_ENV_VAR: str(_server_option_default("secrets_cache_ttl")),
+        SECRETS_CACHE_MAX_SIZE_ENV_VAR: str(_server_option_default("secrets_cache_max_size")),
+        "MLFLOW_SERVER_ALLOWED_HOSTS": allowed_hosts(settings),
+        MLFLOW_ENABLE_WORKSPACES.name: "false",
+        BACKEND_STORE_URI_ENV_VAR: settings.backend_store_uri,
+        REGISTRY_STORE_URI_ENV_VAR: settings.backend_store_uri,
+        ARTIFACT_ROOT_ENV_VAR: resolve_default_artifact_root(True, "", settings.backend_store_uri),
+        SERVE_ARTIFACTS_ENV_VAR: "true",
+        ARTIFACTS_DESTINATION_ENV_VAR: settings.artifacts_destination,
+        _MLFLOW_SERVER_BOOT_ID.name: uuid.uuid4().hex,  # one per start, shared by the workers
+        _MLFLOW_IN_JOB_EXECUTOR.name: "false",
+        _MLFLOW_SGI_NAME.name: "uvicorn",  # the auth app then wraps itself in FastAPI
+    }
+
+
+def _server_option_default(name: str) -> object:
+    from mlflow.cli import cli as mlflow_cli
+
+    server = mlflow_cli.commands["server"]
+    return next(option.default for option in server.params if option.name == name)
+
+
 def prepare(settings: Settings) -> None:
     """Everything the server needs before it starts; safe to repeat."""
     conn = wait_for_postgres(settings)
@@ -153,10 +205,11 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> NoReturn:
     # Before anything imports mlflow.server.auth: it reads its configuration at import time.
     os.environ.clear()
     os.environ.update(server_environment(settings, auth_config, environ))
-    from mlflow_stack.server.metrics import MULTIPROC_DIR_VARIABLE
+    from mlflow_stack.server import MULTIPROC_DIR_VARIABLE
 
     # Every worker's request counts, summed by whichever worker answers a scrape; removed
     # with config_dir, so a restart starts the counters from zero (Prometheus expects that).
+    # Set before prometheus_client is imported (the preload): it chooses its values then.
     metrics_dir = config_dir / "metrics"
     metrics_dir.mkdir()
     os.environ[MULTIPROC_DIR_VARIABLE] = str(metrics_dir)
@@ -168,7 +221,20 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> NoReturn:
         settings.workers,
         settings.artifacts_destination,
     )
-    from mlflow.cli import cli as mlflow_cli
+    if settings.job_execution:
+        from mlflow.cli import cli as mlflow_cli
 
-    mlflow_cli.main(args=server_arguments(settings), prog_name="mlflow", standalone_mode=True)
-    sys.exit(0)  # standalone_mode exits by itself; this line only satisfies NoReturn
+        mlflow_cli.main(args=server_arguments(settings), prog_name="mlflow", standalone_mode=True)
+        sys.exit(0)  # standalone_mode exits by itself; this line only satisfies NoReturn
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracing.trace_rollup_service import validate_sql_trace_rollup_startup
+
+    from mlflow_stack.server.launcher import StackServer
+
+    os.environ.update(mlflow_environment(settings, os.environ))
+    try:
+        validate_sql_trace_rollup_startup(settings.backend_store_uri)  # as `mlflow server` does
+    except MlflowException as error:
+        raise StackError(error.message) from None
+    StackServer(settings).run()
+    sys.exit(0)  # the arbiter exits by itself; this line only satisfies NoReturn

@@ -46,6 +46,14 @@ def test_quick_benchmark_of_the_stack_runs_every_workload(tmp_path: Path) -> Non
         assert figures["proxied_up_MBps"] > 0 and figures["direct_up_MBps"] > 0, group
 
     assert c["memory_idle"]["total_MB"] > 0
+    # forked workers share their master's pages: proportional memory is below resident
+    assert 0 < c["memory_idle"]["total_PSS_MB"] < c["memory_idle"]["total_MB"]
+    kinds = c["memory_idle"]["processes"]
+    assert kinds["mlflow-stack serve worker (forked)"]["count"] == 2, kinds
+    # kill -9 of the whole server: its supervisor and the forked workers serve again
+    (again,) = c["recovery"]["serving_again_s"]
+    assert 0 < again < 60, again
     markdown = (tmp_path / "smoke.md").read_text()
-    for heading in ("Small requests", "Ingestion", "search_runs", "Artifacts", "Resident memory"):
+    headings = ("Small requests", "Ingestion", "search_runs", "Artifacts", "Memory (MB)", "crash")
+    for heading in headings:
         assert heading in markdown

@@ -202,16 +202,13 @@ def command_line(proc: psutil.Process) -> str:
 
 
 def workers(stack: LiveStack) -> list[psutil.Process]:
-    """The live uvicorn workers: children of the uvicorn master below `serve`."""
+    """The live workers: the processes `serve` (the master) forked."""
     serve = stack.server("mlflow")
     if serve is None:
         return []
-    found = []
     with contextlib.suppress(psutil.Error):
-        for master in serve.children():
-            if "uvicorn" in command_line(master):
-                found += [w for w in master.children() if "spawn_main" in command_line(w)]
-    return found
+        return [w for w in serve.children() if command_line(w) == command_line(serve)]
+    return []
 
 
 def kill_postgres(stack: LiveStack) -> int:
@@ -233,7 +230,7 @@ def kill_a_worker(stack: LiveStack) -> int:
 
 
 def kill_the_server(stack: LiveStack) -> int:
-    """serve, the uvicorn master and its workers: everything below the supervisor."""
+    """serve (the master) and its workers: everything below the supervisor."""
     serve = stack.server("mlflow")
     os.killpg(serve.pid, signal.SIGKILL)
     return serve.pid
@@ -331,7 +328,7 @@ def test_kill_9_of_each_service_under_8_writers_loses_no_acknowledged_write(
     assert re.search(restart, service_log(stack, "postgres"))
     assert f"s3 (pid {s3}) was killed by SIGKILL" in service_log(stack, "s3")
     mlflow_log = service_log(stack, "mlflow")
-    assert f"Child process [{worker}] died" in mlflow_log
+    assert f"Worker (pid:{worker}) was sent SIGKILL!" in mlflow_log  # gunicorn forks anew
     assert f"mlflow (pid {server}) was killed by SIGKILL" in mlflow_log
 
     verify_every_acknowledged_write(stack, writers)
@@ -423,6 +420,31 @@ def test_status_is_unhealthy_when_the_server_died_but_its_workers_linger(
         time.sleep(1)
     assert not any(running(w) for w in lingering)
     assert "leftover process(es) of mlflow" in service_log(stack, "mlflow")
+
+
+def test_up_right_after_a_crash_waits_until_the_server_serves_again(
+    fault_stack: LiveStack,
+) -> None:
+    """kill -9 of the whole server, then `up` at once: its supervisor is restarting it, so
+    `up` waits (not "already running") and returns only when a logged-in call succeeds."""
+    stack = fault_stack
+    old = kill_the_server(stack)
+    began = time.monotonic()
+    result = stack.cli("up")
+    took = time.monotonic() - began
+    assert result.returncode == 0, result.stderr
+    assert "mlflow is running but not healthy" in result.stderr, result.stderr
+    assert "already running." not in result.stderr
+    answer = requests.get(
+        f"{stack.tracking_uri}/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        auth=stack.admin,
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    serve = stack.server("mlflow")
+    assert serve is not None and serve.pid != old
+    assert took < 60, took
 
 
 def test_logs_rotate_at_the_size_limit_and_logs_shows_the_newest_lines(

@@ -48,17 +48,24 @@ def requests_of(samples: Samples, route: str, status: str, method: str = "GET") 
     return value(samples, "http_requests_total", method=method, route=route, status=status)
 
 
-def uvicorn_process(stack: LiveStack) -> psutil.Process:
-    """The uvicorn process under the stack's `mlflow-stack serve` (its workers below it)."""
+def server_process(stack: LiveStack) -> psutil.Process:
+    """The stack's `mlflow-stack serve`: the master, its workers below it."""
     serve = stack.server("mlflow")
     assert serve is not None, "the mlflow service is not running"
-    found = [p for p in serve.children(recursive=True) if "uvicorn" in p.cmdline()]
-    assert found, "no uvicorn process under mlflow-stack serve"
-    return found[0]
+    return serve
 
 
 def metrics_directory(stack: LiveStack) -> Path:
-    directory = Path(uvicorn_process(stack).environ()["PROMETHEUS_MULTIPROC_DIR"])
+    """Where the workers keep their counts: the directory of the files they hold open (the
+    master sets PROMETHEUS_MULTIPROC_DIR in-process, so /proc does not show it)."""
+    held = {
+        Path(f.path).parent
+        for worker in server_process(stack).children()
+        for f in worker.open_files()
+        if Path(f.path).name.startswith("counter_")
+    }
+    assert len(held) == 1, held
+    directory = held.pop()
     assert directory.is_dir()
     return directory
 
@@ -171,8 +178,8 @@ def test_metrics_need_a_login_and_any_user_may_scrape(stack: LiveStack) -> None:
     info = [labels for (metric, labels) in samples if metric == "mlflow_stack_build_info"]
     assert len(info) == 1
     assert dict(info[0])["mlflow_version"] == mlflow.__version__
-    uvicorn = uvicorn_process(stack)
-    tree = [uvicorn, *uvicorn.children(recursive=True)]
+    serve = server_process(stack)
+    tree = [serve, *serve.children(recursive=True)]
     assert value(samples, "mlflow_stack_server_processes") == len(tree)
     assert len(tree) >= stack.settings.workers
     rss = sum(p.memory_info().rss for p in tree)

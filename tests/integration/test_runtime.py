@@ -68,6 +68,27 @@ def test_every_listener_is_on_loopback(stack: LiveStack) -> None:
     assert {ip for _, ip in addresses} == {"127.0.0.1"}
 
 
+def test_the_server_is_one_master_whose_forked_workers_share_its_mlflow(
+    stack: LiveStack,
+) -> None:
+    """`serve` imports MLflow once and forks its workers (mlflow_stack.server.launcher): no
+    second copy of MLflow in an idle launcher, none of the master's database connections in
+    a worker, most of each worker's memory shared with the master."""
+    serve = stack.server("mlflow")
+    assert serve is not None
+    children = serve.children()
+    assert len(children) == stack.settings.workers, children  # no launcher, no tracker
+    for worker in children:
+        assert worker.cmdline() == serve.cmdline()  # forked, not spawned or exec'd
+        memory = worker.memory_full_info()
+        assert memory.pss < 0.75 * memory.rss, memory  # shared with the master and siblings
+    database = stack.settings.postgres_port
+    master_connections = [
+        c for c in serve.net_connections(kind="tcp") if c.raddr and c.raddr.port == database
+    ]
+    assert master_connections == []  # the workers each open their own
+
+
 def test_postgres_runs_unprivileged_and_refuses_a_wrong_password(stack: LiveStack) -> None:
     postgres = stack.server("postgres")
     assert postgres is not None
@@ -214,7 +235,7 @@ def test_logs_show_each_service(stack: LiveStack) -> None:
     for service in SERVICES:
         assert f"{service}.log <==" in result.stdout
     mlflow_log = stack.cli("logs", "mlflow", "-n", "500").stdout
-    assert "Uvicorn running on" in mlflow_log
+    assert f"Listening at: http://{stack.settings.host}:{stack.settings.port}" in mlflow_log
     assert "database system is ready to accept connections" in stack.cli("logs", "postgres").stdout
 
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
 
 from mlflow_stack.serve import (
     allowed_hosts,
+    mlflow_environment,
     server_arguments,
     server_environment,
     uvicorn_options,
@@ -170,3 +178,72 @@ def test_allowed_hosts_list_each_pattern_once() -> None:
     hosts = allowed_hosts(settings(MLFLOW_STACK_ALLOWED_HOSTS="localhost,mlflow,mlflow")).split(",")
     assert len(hosts) == len(set(hosts))
     assert hosts.count("mlflow:*") == 1
+
+
+def environment_of_mlflow_server(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """What MLflow's own `mlflow server`, given `server_arguments`, puts in its workers'
+    environment: its CLI run for real, only the start of the uvicorn process (and the store
+    check, which needs a database) replaced by recorders."""
+    import mlflow.server
+    from click.testing import CliRunner
+    from mlflow.cli import cli
+
+    started: dict[str, Any] = {}
+
+    class Started:
+        pid = 0
+
+        def wait(self) -> int:
+            return 0
+
+        def poll(self) -> int:
+            return 0
+
+    def exec_cmd(command: list[str], extra_env: dict[str, str], **_: object) -> Started:
+        started.update(command=command, env=dict(extra_env), environ=dict(os.environ))
+        return Started()
+
+    monkeypatch.setattr(mlflow.server, "_exec_cmd", exec_cmd)
+    monkeypatch.setattr(
+        "mlflow.server.handlers.initialize_backend_stores", lambda *args, **kwargs: None
+    )
+    monkeypatch.setattr(
+        "mlflow.tracing.trace_rollup_service.validate_sql_trace_rollup_startup", lambda uri: None
+    )
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    base = server_environment(settings, Path("auth.ini"), {"PATH": os.environ["PATH"]})
+    with mock.patch.dict(os.environ, base, clear=True):
+        result = CliRunner().invoke(cli, server_arguments(settings), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert started, result.output
+    set_by_cli = {k: v for k, v in started["environ"].items() if base.get(k) != v}
+    return {**set_by_cli, **started["env"]}
+
+
+def test_the_forked_workers_get_the_environment_mlflow_server_gives_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """serve forks the workers itself instead of running `mlflow server`; what MLflow would
+    have set for them must be set all the same, and nothing else (a new MLflow that sets a
+    new variable fails here)."""
+    for overrides in ({}, {"MLFLOW_STACK_ALLOWED_HOSTS": "mlflow.example.com"}):
+        config = settings(**overrides)
+        theirs = environment_of_mlflow_server(config, monkeypatch)
+        ours = mlflow_environment(config, {})
+        boot = "_MLFLOW_SERVER_BOOT_ID"
+        assert re.fullmatch("[0-9a-f]{32}", ours.pop(boot)) and theirs.pop(boot)
+        # server_environment sets it already, for both ways to start
+        assert theirs.pop("MLFLOW_FLASK_SERVER_SECRET_KEY") == config.flask_secret_key
+        assert ours == theirs
+
+
+def test_each_start_gets_its_own_boot_id() -> None:
+    config = settings()
+    first, second = mlflow_environment(config, {}), mlflow_environment(config, {})
+    assert first["_MLFLOW_SERVER_BOOT_ID"] != second["_MLFLOW_SERVER_BOOT_ID"]
+
+
+def test_an_operators_frame_options_are_kept_as_mlflow_server_keeps_them() -> None:
+    environ = {"MLFLOW_SERVER_X_FRAME_OPTIONS": "DENY"}
+    assert mlflow_environment(settings(), environ)["MLFLOW_SERVER_X_FRAME_OPTIONS"] == "DENY"
+    assert mlflow_environment(settings(), {})["MLFLOW_SERVER_X_FRAME_OPTIONS"] == "SAMEORIGIN"

@@ -131,17 +131,20 @@ class NativeStack:
         ]
 
     def up(self) -> bool:
-        """Start what is not running. Returns False when everything already was."""
+        """Start what is not running, and wait for what runs but is not healthy (its supervisor
+        restarting it): either way, every service is healthy on return. Returns False when
+        everything already was."""
         with _exclusive(self.layout):
             pending = [s for s in self.services if self._needs_start(s)]
             if not pending:
-                return False
+                waited = [self._await_running(s) for s in self.services]  # each, in order
+                return any(waited)
             self._check_ports(pending)
             started: list[Service] = []
             try:
                 for service in self.services:
                     if service not in pending:
-                        log.info("%s is already running", service.name)
+                        self._await_running(service)
                         continue
                     began = time.monotonic()
                     self._start(service, started)
@@ -174,6 +177,38 @@ class NativeStack:
                 log.warning("%s: %s; starting it again on another port", service.name, error)
                 _stop_service(self.layout, service.name, type(service))
                 started.remove(service)
+
+    def _await_running(self, service: Service) -> bool:
+        """Wait until a running service is healthy, as a start would; True when it was not.
+
+        Its supervisor may be restarting it after a crash, or it may still be starting: `up`
+        then must not say "already running" while clients still get errors."""
+        record = _live_record(self.layout, service.name)
+        state_path = self.layout.state(service.name)
+
+        def healthy() -> None:
+            problem = supervision.problem(record, state_path) if record else None
+            if problem is not None:
+                raise NotReady(problem)
+            service.check()
+
+        try:
+            healthy()
+        except NotReady as reason:
+            log.info("%s is running but not healthy (%s): waiting for it", service.name, reason)
+        else:
+            log.info("%s is already running", service.name)
+            return False
+        began = time.monotonic()
+        log_path = self.layout.log(service.name)
+        wait_for(service.name, healthy, timeout=service.start_timeout, hint=f"log: {log_path}")
+        log.info(
+            "%-8s healthy in %4.1f s  %s",
+            service.name,
+            time.monotonic() - began,
+            service.describe(),
+        )
+        return True
 
     def _needs_start(self, service: Service) -> bool:
         """True unless the service's supervisor runs; stops what a dead supervisor left."""

@@ -7,9 +7,9 @@ within that session, and:
 - reads the child's stdout and stderr through a pipe and writes them to the service's log,
   rotated by size (see :mod:`mlflow_stack.native.logfile`);
 - when the child exits unexpectedly, logs one line (exit code or signal, restart number,
-  delay), kills whatever is left of it (orphaned uvicorn workers hold the listening socket,
+  delay), kills whatever is left of it (orphaned server workers hold the listening socket,
   orphaned PostgreSQL backends hold its shared memory), waits until they are gone, then starts
-  it again after a delay that doubles from 1 s up to 30 s and is reset once the child has
+  it again after a delay that doubles from 0.25 s up to 30 s and is reset once the child has
   stayed up for a minute;
 - on SIGTERM, SIGINT or SIGHUP sends the service's own stop signal to the child, waits up to
   the stop timeout, kills what is left and exits;
@@ -117,7 +117,7 @@ class Options:
     stop_timeout: float = 30.0
     log_max_bytes: int = DEFAULT_MAX_BYTES
     log_keep: int = DEFAULT_KEEP
-    backoff_initial: float = 1.0
+    backoff_initial: float = 0.25  # a first crash costs the server's start-up, little more
     backoff_max: float = 30.0
     backoff_reset: float = 60.0
 
@@ -153,7 +153,7 @@ def parse_arguments(argv: list[str]) -> Options:
     parser.add_argument("--stop-timeout", type=float, default=30.0)
     parser.add_argument("--log-max-bytes", type=int, default=DEFAULT_MAX_BYTES)
     parser.add_argument("--log-keep", type=int, default=DEFAULT_KEEP)
-    parser.add_argument("--backoff", default="1,30,60", help="initial,max,reset seconds")
+    parser.add_argument("--backoff", default="0.25,30,60", help="initial,max,reset seconds")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     child = args.command[1:] if args.command[:1] == ["--"] else args.command

@@ -87,7 +87,9 @@ class ProxiedArtifactsOnly:
 
 
 def create_app() -> ASGIApp:
-    """The factory uvicorn calls in each worker (``--app-name mlflow-stack``)."""
+    """Build the app in a worker: :class:`~mlflow_stack.server.launcher.StackWorker` calls it
+    after the fork, and ``mlflow server --app-name mlflow-stack`` (the job-runner set-up) in
+    each worker it spawns."""
     from mlflow.server import app as flask_app
     from mlflow.server.auth import create_app as create_basic_auth_app
     from mlflow.server.auth import is_unprotected_route

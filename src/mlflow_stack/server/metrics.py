@@ -37,11 +37,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from mlflow_stack.server import MULTIPROC_DIR_VARIABLE
 from mlflow_stack.server.asgi import ASGIApp, Message, Receive, Scope, Send
 from mlflow_stack.server.health import LIVE_PATH
 
 METRICS_PATH = "/metrics"
-MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER = "other"
 #: Seconds; artifact uploads and large searches take far longer than API calls.
@@ -142,14 +142,17 @@ class RequestMetrics:
 
 
 def server_processes() -> list[psutil.Process]:
-    """The uvicorn process serving the app and all its workers (with one worker, uvicorn runs
-    the app itself)."""
+    """The server's master and all its workers: the parent when this worker was forked from
+    it (same command line: ``mlflow-stack serve``'s arbiter), or MLflow's uvicorn supervisor
+    when ``mlflow server`` spawned it; otherwise this process alone, which then is the server."""
     me = psutil.Process()
     root = me
     try:
         parent = me.parent()
-        if parent is not None and "uvicorn" in parent.cmdline():
-            root = parent
+        if parent is not None:
+            command = parent.cmdline()
+            if command == me.cmdline() or "uvicorn" in command:
+                root = parent
         return [root, *root.children(recursive=True)]
     except psutil.Error:
         return [me]
@@ -182,7 +185,7 @@ class ServerCollector(Collector):
             processes += 1
         yield GaugeMetricFamily(
             "mlflow_stack_server_processes",
-            "Processes of the server: uvicorn and its workers.",
+            "Processes of the server: its master and its workers.",
             value=processes,
         )
         yield GaugeMetricFamily(

@@ -10,9 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -305,19 +308,105 @@ def test_up_refuses_a_port_another_program_listens_on_and_starts_nothing(
     assert not (stack.layout.root / "postgres").exists()  # nothing was prepared either
 
 
-def test_up_starts_nothing_when_every_supervisor_runs(
-    make_stack: Callable[..., NativeStack], sleepers: Callable[[], subprocess.Popen[bytes]]
-) -> None:
-    stack = make_stack()
+def supervised(
+    stack: NativeStack, sleepers: Callable[[], subprocess.Popen[bytes]], **state: object
+) -> dict[str, ProcessRecord]:
+    """Every service's supervisor "running" (stand-in processes), reporting ``state``."""
     stack.layout.create()
     records = {}
     for name in SERVICE_NAMES:
         records[name] = replace(record_of(sleepers()), argv=supervisor_argv(stack.layout, name))
         records[name].save(stack.layout.record(name))
+        report: dict[str, Any] = {"state": "running", "child": sleepers().pid, **state}
+        supervisor.SupervisorState(supervisor=records[name].pid, **report).save(
+            stack.layout.state(name)
+        )
+    return records
+
+
+def checks(stack: NativeStack, outcomes: dict[str, list[str]]) -> dict[str, int]:
+    """Each service's health check answers from its list ("ok", or a NotReady reason), then
+    "ok" for good; returns how often each was asked."""
+    asked = dict.fromkeys(SERVICE_NAMES, 0)
+    for service in stack.services:
+
+        def check(timeout: float = 1.0, name: str = service.name) -> None:
+            asked[name] += 1
+            queue = outcomes.get(name, [])
+            answer = queue.pop(0) if queue else "ok"
+            if answer != "ok":
+                raise NotReady(answer)
+
+        service.check = check  # type: ignore[method-assign]
+    return asked
+
+
+def test_up_starts_nothing_when_every_supervisor_runs(
+    make_stack: Callable[..., NativeStack], sleepers: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    stack = make_stack()
+    records = supervised(stack, sleepers)
+    asked = checks(stack, {})
     assert stack.up() is False
+    assert asked == dict.fromkeys(SERVICE_NAMES, 1)  # each one healthy, asked once
     assert {name: ProcessRecord.load(stack.layout.record(name)) for name in records} == records
     assert list(stack.layout.logs.iterdir()) == []
     assert running(stack.layout.root) == list(SERVICE_NAMES)
+
+
+def test_up_waits_for_a_running_service_that_is_not_healthy_yet(
+    make_stack: Callable[..., NativeStack],
+    sleepers: Callable[[], subprocess.Popen[bytes]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As after a kill -9 of the MLflow server: its supervisor has started it again, and it
+    is still importing. `up` must not say "already running" while clients get errors."""
+    stack = make_stack()
+    supervised(stack, sleepers)
+    asked = checks(stack, {"mlflow": ["still starting, port 5000 not open yet"] * 2})
+    with caplog.at_level("INFO", logger="mlflow_stack.native.stack"):
+        assert stack.up() is True
+    assert asked["mlflow"] == 3 and asked["postgres"] == asked["s3"] == 1
+    assert "mlflow is running but not healthy (still starting" in caplog.text
+    assert re.search(r"mlflow +healthy in +[\d.]+ s", caplog.text)
+    assert "postgres is already running" in caplog.text
+
+
+def test_up_waits_while_a_supervisor_restarts_its_server(
+    make_stack: Callable[..., NativeStack], sleepers: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    stack = make_stack()
+    supervised(stack, sleepers)
+    asked = checks(stack, {})
+    state = stack.layout.state("mlflow")
+    running_state = supervisor.SupervisorState.load(state)
+    assert running_state is not None
+    backoff = replace(running_state, state="backoff", last_exit="was killed by SIGKILL", restarts=1)
+    backoff.save(state)
+
+    def restarted_later() -> None:
+        time.sleep(1.0)
+        running_state.save(state)
+
+    thread = threading.Thread(target=restarted_later)
+    thread.start()
+    try:
+        assert stack.up() is True  # waited for the restart, then for the check
+    finally:
+        thread.join()
+    assert asked["mlflow"] == 1  # not asked while its supervisor said backoff
+
+
+def test_up_gives_up_on_a_running_service_that_never_gets_healthy(
+    make_stack: Callable[..., NativeStack], sleepers: Callable[[], subprocess.Popen[bytes]]
+) -> None:
+    stack = make_stack()
+    supervised(stack, sleepers)
+    checks(stack, {"mlflow": ["/health answered HTTP 503"] * 1000})
+    mlflow = stack.services[-1]
+    mlflow.start_timeout = 1.5  # type: ignore[misc]
+    with pytest.raises(StackError, match=r"mlflow did not become ready within 1.5 s: /health"):
+        stack.up()
 
 
 def test_a_service_is_started_again_only_once_what_its_dead_supervisor_left_is_gone(

@@ -4,6 +4,7 @@ answers it, and a scrape that sums every process writing to the multiprocess dir
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from mlflow_stack.server.metrics import (
     RequestMetrics,
     RouteLabels,
     exposition,
+    server_processes,
 )
 from tests.unit.server.asgi_harness import EchoApp, request
 
@@ -207,3 +209,24 @@ def test_a_scrape_reports_the_versions_and_the_server_resources() -> None:
     assert samples[("mlflow_stack_server_resident_memory_bytes", frozenset())] > 10 * 2**20
     assert samples[("mlflow_stack_server_open_fds", frozenset())] > 0
     assert samples[("mlflow_stack_server_cpu_seconds_total", frozenset())] > 0
+
+
+def test_a_forked_worker_reports_its_master_and_every_sibling() -> None:
+    """Forked from `serve` (same command line), a worker counts the master and all of its
+    children; the master alone counts itself and its children."""
+    me = os.getpid()
+    assert server_processes()[0].pid == me  # pytest's parent is a shell or xdist, not a twin
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the "worker"
+        try:
+            pids = [p.pid for p in server_processes()]
+            os.write(writer, json.dumps(pids).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as answer:
+        pids = json.loads(answer.read())
+    os.waitpid(child, 0)
+    assert pids[0] == me
+    assert child in pids
