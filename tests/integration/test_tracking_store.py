@@ -287,3 +287,40 @@ def test_the_stacks_store_answers_every_call_as_mlflows_does(
         got = ours.apply(call)
         assert got == expected, f"call {step} {call!r}:\n stock {expected!r}\n ours  {got!r}"
     assert ours.state() == stock.state()
+
+
+# -- the engine: pings only what sat idle --------------------------------------------------------
+
+
+def backend_pid(store: TrackingStore) -> int:
+    import sqlalchemy
+
+    with store.engine.connect() as connection:
+        return connection.execute(sqlalchemy.text("select pg_backend_pid()")).scalar_one()
+
+
+def test_a_connection_postgresql_closed_while_idle_is_replaced_unnoticed(
+    pair: Pair, stack: LiveStack
+) -> None:
+    """As after a restart of PostgreSQL or an idle timeout: the pooled connection is gone, and
+    the next call (after the idle threshold) pings it, finds it closed, reconnects the pool
+    and answers as if nothing happened; a call in steady use is not pinged at all."""
+    import time
+
+    from mlflow_stack.stores.engine import IDLE_BEFORE_PING
+
+    store = pair.ours
+    experiment = store.create_experiment(f"idle-{uuid.uuid4().hex[:8]}")
+    old = backend_pid(store)
+    assert backend_pid(store) == old  # reused at once: the same pooled connection
+    admin = stack.pg("postgres")
+    try:
+        with admin.cursor() as cur:
+            cur.execute("select pg_terminate_backend(%s)", (old,))
+            assert cur.fetchone() == (True,)
+    finally:
+        admin.close()
+    time.sleep(IDLE_BEFORE_PING + 0.1)
+    run = store.create_run(experiment, "u", 0, [], "after the terminate")  # no error
+    assert store.get_run(run.info.run_id).info.run_name == "after the terminate"
+    assert backend_pid(store) != old

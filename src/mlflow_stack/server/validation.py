@@ -222,13 +222,16 @@ def check_query(arguments: list[tuple[str, str]], request_type: Descriptor | Non
         if not values or field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
             continue
         if field.cpp_type == FieldDescriptor.CPPTYPE_BOOL:
-            if any(value.lower() not in ("true", "false") for value in values):
-                raise _invalid(f"query parameter {field.name!r} must be true or false")
+            for value in values[:1] if not is_repeated(field) else values:
+                if value.lower() not in ("true", "false"):  # MLflow's own words
+                    raise _invalid(f"Invalid boolean value: {value}, must be 'true' or 'false'.")
             continue
+        value = values if is_repeated(field) else values[0]
         try:
-            check_field(values if is_repeated(field) else values[0], field, field.name)
+            check_field(value, field, field.name)
         except ProtoJsonError as error:
-            raise _invalid(f"query parameter {error}") from None
+            mlflows = mlflows_type_message(field, value)
+            raise _invalid(mlflows or f"query parameter {error}") from None
 
 
 def check_body(document: Any, request_type: Descriptor | None) -> None:
@@ -245,11 +248,81 @@ def check_body(document: Any, request_type: Descriptor | None) -> None:
     try:
         check_message(document, request_type)
     except ProtoJsonError as error:
-        raise _invalid(str(error)) from None
+        raise _invalid(mlflows_message(document, request_type) or str(error)) from None
     for key, value in _strings_named_path(document):
         if "\\" in value:
             raise _invalid(f"{key} contains a backslash: artifact paths use /")
     _check_storage_uris(document, request_type)
+
+
+# --- MLflow's own words where its handler would refuse the same input ---
+#
+# When protobuf cannot parse a request, MLflow's handlers run their schema's type checks on
+# the raw JSON (handlers._validate_param_against_schema) and answer 400 with one message
+# shape. Where those checks would refuse the value, the validator answers with that same
+# message, so clients and tests matching MLflow's words keep working; it speaks for itself
+# only where MLflow would answer 500 or carry on with a half-parsed request (a value dropped
+# or altered, or a 400 that names another field), checked in tests/unit/server/test_validation.py
+# against MLflow's own app.
+
+_INTEGERS = frozenset(
+    {
+        FieldDescriptor.CPPTYPE_INT32,
+        FieldDescriptor.CPPTYPE_INT64,
+        FieldDescriptor.CPPTYPE_UINT32,
+        FieldDescriptor.CPPTYPE_UINT64,
+    }
+)
+_FLOATS = frozenset({FieldDescriptor.CPPTYPE_FLOAT, FieldDescriptor.CPPTYPE_DOUBLE})
+
+
+def mlflows_message(document: dict[str, Any], request_type: Descriptor) -> str | None:
+    """MLflow's message for the first top-level field its type checks would refuse."""
+    for key, value in document.items():
+        field = request_type.fields_by_name.get(key) or _by_json_name(request_type, key)
+        if field is not None and value is not None:
+            message = mlflows_type_message(field, value)
+            if message is not None:
+                return message
+    return None
+
+
+def _by_json_name(descriptor: Descriptor, key: str) -> FieldDescriptor | None:
+    return next((f for f in descriptor.fields if f.json_name == key), None)
+
+
+def mlflows_type_message(field: FieldDescriptor, value: Any) -> str | None:
+    """What MLflow answers when its type check for ``field`` refuses ``value``; None when
+    that check would pass it (or fail with a 500: a TypeError it does not catch)."""
+    from mlflow.utils.validation import invalid_value
+
+    if not _refused_by_mlflows_type_check(field, value):
+        return None
+    hint = f" Hint: Value was of type '{type(value).__name__}'."
+    return (
+        invalid_value(field.name, value, hint)
+        + " See the API docs for more information about request parameters."
+    )
+
+
+def _refused_by_mlflows_type_check(field: FieldDescriptor, value: Any) -> bool:
+    """handlers._assert_array / _assert_string / _assert_bool / _assert_intlike /
+    _assert_floatlike, as MLflow 3.17 writes them."""
+    if is_repeated(field):
+        return not isinstance(value, list)
+    kind = field.cpp_type
+    if kind == FieldDescriptor.CPPTYPE_STRING:
+        return not isinstance(value, str)
+    if kind == FieldDescriptor.CPPTYPE_BOOL:
+        return not isinstance(value, bool)
+    convert = int if kind in _INTEGERS else float if kind in _FLOATS else None
+    try:
+        refused = convert is not None and not isinstance(convert(value), int | float)
+    except ValueError:  # "abc": the conversion MLflow tries fails, its assertion then too
+        refused = True
+    except TypeError:  # a list or an object: MLflow's check raises this itself, a 500
+        refused = False
+    return refused
 
 
 def _strings_named_path(document: dict[str, Any]) -> Iterator[tuple[str, str]]:

@@ -28,8 +28,9 @@ workspaces on (``MLFLOW_ENABLE_WORKSPACES``) MLflow's workspace-aware store is u
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy
 from mlflow.entities import LifecycleStage, Metric, Param, RunTag
@@ -52,6 +53,8 @@ from mlflow.utils.validation import (
     _validate_param_keys_unique,
     _validate_run_id,
 )
+
+from mlflow_stack.stores.engine import create_engine
 
 #: The tables the statements below write (MLflow's names; a test checks them against its models).
 TABLES = ("metrics", "latest_metrics", "params", "tags")
@@ -153,7 +156,19 @@ ON CONFLICT (key, run_uuid) DO UPDATE SET value = EXCLUDED.value
 
 
 class TrackingStore(SqlAlchemyStore):
-    """MLflow's store with ``log_batch`` and metric logging in one transaction each."""
+    """MLflow's store with ``log_batch`` and metric logging in one transaction each, on an
+    engine that pings only connections back from idleness (:mod:`mlflow_stack.stores.engine`)."""
+
+    _engine_map: ClassVar[dict[str, sqlalchemy.Engine]] = {}  # not shared with MLflow's store
+    _engine_map_lock = threading.Lock()
+
+    @classmethod
+    def _get_or_create_engine(cls, db_uri: str) -> sqlalchemy.Engine:
+        """MLflow's hook for the store's engine (one per URI and process, as in MLflow)."""
+        with cls._engine_map_lock:
+            if db_uri not in cls._engine_map:
+                cls._engine_map[db_uri] = create_engine(db_uri)
+            return cls._engine_map[db_uri]
 
     def log_batch(
         self, run_id: str, metrics: list[Metric], params: list[Param], tags: list[RunTag]
