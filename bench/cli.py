@@ -21,7 +21,7 @@ from bench import report, workloads
 from bench.setups import REPO, MlflowStack, Running, StockOnStackParts, StockSqlite
 
 log = logging.getLogger("bench")
-WORKLOADS = ("latency", "ingestion", "search", "artifacts", "recovery")
+WORKLOADS = ("latency", "ingestion", "busy", "search", "artifacts", "recovery")
 
 
 def _drive(running: Running, sizes: workloads.Sizes, files: dict[str, list[Path]],
@@ -33,6 +33,7 @@ def _drive(running: Running, sizes: workloads.Sizes, files: dict[str, list[Path]
         "ingestion": lambda: [
             workloads.ingestion(running, clients, runs) for clients, runs in sizes.ingestion.items()
         ],
+        "busy": lambda: workloads.busy(running, sizes),
         "search": lambda: workloads.search_at_scale(running, sizes),
         "artifacts": lambda: workloads.artifacts(running, files, scratch),
     }

@@ -49,6 +49,8 @@ def render(meta: dict[str, Any], results: dict[str, Any]) -> str:
         lines += _latency(results, keys, head, ratios)
     if "ingestion" in first:
         lines += _ingestion(results, keys, head, ratios)
+    if "busy" in first:
+        lines += _busy(results, keys, ratios)
     if "search" in first:
         lines += _search(results, keys, head, ratios)
     if "artifacts" in first:
@@ -196,3 +198,31 @@ def _recovery(results: dict[str, Any], keys: list[str]) -> list[str]:
         cell = ", ".join(f"{s:g}" for s in figures["serving_again_s"]) if figures else "stays down"
         lines.append(f"| {NAMES[k]} | {cell} |")
     return lines
+
+
+def _busy(results: dict[str, Any], keys: list[str], ratios: list[str]) -> list[str]:
+    first = results[keys[0]]["busy"]
+    lines = [
+        f"## A busy team: {first['clients']} clients, mixed calls, {first['seconds']:g} s",
+        "",
+        "log_batch, get_run, search_runs, artifact listing and the UI's run search, back to "
+        "back over keep-alive; every non-2xx answer counts as an error.",
+        "",
+        *_header("set-up", "req/s", "p50 ms", "p99 ms", "errors", "p50 / p99 per call (ms)"),
+    ]
+    for k in keys:
+        b = results[k]["busy"]
+        calls = ", ".join(f"{op} {v['p50_ms']} / {v['p99_ms']}" for op, v in b["by_call"].items())
+        lines.append(
+            f"| {NAMES[k]} | {b['req_per_s']:,} | {b['p50_ms']} | {b['p99_ms']} | {b['errors']} "
+            f"| {calls} |"
+        )
+    if "c" in results and ratios:
+        c = results["c"]["busy"]["req_per_s"]
+        others = ", ".join(
+            f"(c) serves {_ratio(results[k]['busy']['req_per_s'], c)} the requests of ({k})"
+            for k in keys
+            if k != "c"
+        )
+        lines += ["", others]
+    return [*lines, ""]

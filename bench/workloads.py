@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -38,10 +39,12 @@ class Sizes:
     medium_mb: int
     large_mb: int  # 0: skip
     crashes: int  # kill -9 of the server, each after it has stayed up a minute
+    busy_seconds: float  # the 64-client mixed workload
 
 
-FULL = Sizes(200, {1: 30, 8: 10, 32: 4}, 100_000, 20, 100, 3, 100, 1024, 3)
-QUICK = Sizes(30, {1: 3, 8: 2, 32: 1}, 5_000, 5, 10, 1, 20, 0, 1)
+FULL = Sizes(200, {1: 30, 8: 10, 32: 4}, 100_000, 20, 100, 3, 100, 1024, 3, 60.0)
+QUICK = Sizes(30, {1: 3, 8: 2, 32: 1}, 5_000, 5, 10, 1, 20, 0, 1, 5.0)
+BUSY_CLIENTS = 64
 CRASH_SPACING = 61.0  # the supervisor's delay starts over after a minute up (0.25 s)
 
 
@@ -149,6 +152,124 @@ def ingestion(running: Running, clients: int, runs_per_client: int) -> dict[str,
         "points_per_s": round(done * 1000 / seconds),
         "seconds": round(seconds, 1),
         "last_error": next((r[2] for r in results if r[2]), ""),
+    }
+
+
+def _p(ordered: list[float], q: float) -> float:
+    return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
+
+
+def busy(running: Running, sizes: Sizes) -> dict[str, Any]:
+    """A busy team: 64 clients back to back for a fixed time, each call drawn from a mix of
+    log_batch, get_run, search_runs, artifact listing and the UI's run search, over the REST
+    API with keep-alive. Every non-2xx answer or failed call counts as an error."""
+    client = use(running)
+    experiment = client.create_experiment(f"bench-busy-{uuid.uuid4().hex[:8]}")
+    now = int(time.time() * 1000)
+    run_ids = []
+    for i in range(40):
+        run_id = client.create_run(experiment, run_name=f"busy-{i}").info.run_id
+        client.log_batch(
+            run_id,
+            metrics=[Metric(f"m{k}", (i * k) % 7 / 10, now, 0) for k in range(5)],
+            params=[Param(f"p{k}", str(k)) for k in range(10)],
+            tags=[RunTag("team", "pricing")],
+        )
+        client.log_text(run_id, "bench", f"notes/{i}.txt")
+        run_ids.append(run_id)
+    api = f"{running.tracking_uri}/api/2.0/mlflow"
+    ui_search = {
+        "experiment_ids": [experiment],
+        "filter": "",
+        "run_view_type": "ACTIVE_ONLY",
+        "max_results": 100,
+        "order_by": ["attributes.start_time DESC"],
+    }
+
+    def call(session: requests.Session, op: str, rng: random.Random) -> requests.Response:
+        run_id = rng.choice(run_ids)
+        if op == "log_batch":
+            metrics = [
+                {
+                    "key": f"live{k}",
+                    "value": rng.random(),
+                    "timestamp": now,
+                    "step": rng.randrange(10**6),
+                }
+                for k in range(10)
+            ]
+            return session.post(
+                f"{api}/runs/log-batch", json={"run_id": run_id, "metrics": metrics}
+            )
+        if op == "get_run":
+            return session.get(f"{api}/runs/get", params={"run_id": run_id})
+        if op == "search_runs":
+            body = {
+                "experiment_ids": [experiment],
+                "max_results": 10,
+                "order_by": ["metrics.m1 DESC"],
+            }
+            return session.post(f"{api}/runs/search", json=body)
+        if op == "list_artifacts":
+            return session.get(f"{api}/artifacts/list", params={"run_id": run_id, "path": "notes"})
+        return session.post(
+            f"{running.tracking_uri}/ajax-api/2.0/mlflow/runs/search", json=ui_search
+        )
+
+    mix = (
+        ["log_batch"] * 6
+        + ["get_run"] * 5
+        + ["search_runs"] * 4
+        + ["list_artifacts"] * 3
+        + ["ui_search"] * 2
+    )
+    deadline = time.monotonic() + sizes.busy_seconds
+    timings: dict[str, list[float]] = {op: [] for op in dict.fromkeys(mix)}
+    errors: dict[str, int] = dict.fromkeys(timings, 0)
+    last_error: list[str] = []
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)  # noqa: S311 - a workload, not a secret
+        with requests.Session() as session:
+            session.auth = running.auth
+            while time.monotonic() < deadline:
+                op = rng.choice(mix)
+                began = time.perf_counter()
+                try:
+                    answer = call(session, op, rng)
+                    ok = answer.status_code < 300
+                    if not ok:
+                        last_error[:] = [f"{op}: HTTP {answer.status_code} {answer.text[:200]}"]
+                except requests.RequestException as error:
+                    ok = False
+                    last_error[:] = [f"{op}: {type(error).__name__}: {error}"[:300]]
+                timings[op].append((time.perf_counter() - began) * 1000)
+                if not ok:
+                    errors[op] += 1
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(BUSY_CLIENTS) as pool:
+        list(pool.map(worker, range(BUSY_CLIENTS)))
+    seconds = time.perf_counter() - began
+    every = sorted(t for values in timings.values() for t in values)
+    return {
+        "clients": BUSY_CLIENTS,
+        "seconds": round(seconds, 1),
+        "requests": len(every),
+        "req_per_s": round(len(every) / seconds, 1),
+        "p50_ms": _p(every, 0.5),
+        "p99_ms": _p(every, 0.99),
+        "errors": sum(errors.values()),
+        "by_call": {
+            op: {
+                "requests": len(values),
+                "p50_ms": _p(sorted(values), 0.5) if values else None,
+                "p99_ms": _p(sorted(values), 0.99) if values else None,
+                "errors": errors[op],
+            }
+            for op, values in timings.items()
+        },
+        "last_error": last_error[0] if last_error else "",
     }
 
 
