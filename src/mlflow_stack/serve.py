@@ -42,6 +42,10 @@ from mlflow_stack.stores.storage import ensure_bucket, s3_environment
 log = logging.getLogger(__name__)
 
 _HAS_PORT = re.compile(r":(\d+|\*)$")
+POOL_DEFAULTS = {
+    "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "12",
+    "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "3",
+}
 
 
 def allowed_hosts(settings: Settings) -> str:
@@ -70,7 +74,8 @@ def write_auth_config(settings: Settings, directory: Path) -> Path:
         f"default_permission = {settings.default_permission}\n"
         f"database_uri = {settings.auth_database_uri}\n"
         f"admin_username = {settings.admin_username}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # MLflow's basic-auth check, in turns per credential (mlflow_stack.server.login)
+        "authorization_function = mlflow_stack.server.login:authenticate_request\n"
         f"auth_cache_ttl_seconds = {settings.auth_cache_ttl}\n"
     )
     return path
@@ -121,6 +126,13 @@ def server_environment(
         MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS="true" if settings.presigned_urls else "false",
         PYTHONUNBUFFERED="1",
     )
+    # Each of a worker's three stores (tracking, registry, users) may hold 15 connections, as
+    # with SQLAlchemy's default 5 + 10 overflow, but keeps 12 of them: an overflow connection
+    # is closed when returned and opened again for the next burst (a PostgreSQL backend forked
+    # per request under load). Same ceiling (2 workers x 3 x 15 = 90 of PostgreSQL's 100; MLflow
+    # ignores a max_overflow of 0); an operator's values win.
+    for name, value in POOL_DEFAULTS.items():
+        env.setdefault(name, value)
     # No usage telemetry from the server, nor from the UI it serves (its ui-telemetry config
     # then says disabled). An operator may opt in by setting both to false.
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

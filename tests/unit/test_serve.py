@@ -169,9 +169,13 @@ def test_auth_config_names_the_admin_and_mlflows_basic_auth(tmp_path: Path) -> N
     assert section["admin_username"] == "root.user"
     assert section["auth_cache_ttl_seconds"] == "0"
     assert section["default_permission"] == "READ"
-    assert section["authorization_function"] == (
-        "mlflow.server.auth:authenticate_request_basic_auth"
-    )
+    assert section["authorization_function"] == "mlflow_stack.server.login:authenticate_request"
+    # the name MLflow imports it by resolves
+    from mlflow.server.auth import get_auth_func
+
+    from mlflow_stack.server.login import authenticate_request
+
+    assert get_auth_func(section["authorization_function"]) is authenticate_request
 
 
 def test_allowed_hosts_list_each_pattern_once() -> None:
@@ -247,3 +251,17 @@ def test_an_operators_frame_options_are_kept_as_mlflow_server_keeps_them() -> No
     environ = {"MLFLOW_SERVER_X_FRAME_OPTIONS": "DENY"}
     assert mlflow_environment(settings(), environ)["MLFLOW_SERVER_X_FRAME_OPTIONS"] == "DENY"
     assert mlflow_environment(settings(), {})["MLFLOW_SERVER_X_FRAME_OPTIONS"] == "SAMEORIGIN"
+
+
+def test_the_stores_keep_their_connections_within_the_old_ceiling(tmp_path: Path) -> None:
+    env = server_environment(settings(), tmp_path / "auth.ini", {})
+    size = int(env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"])
+    overflow = int(env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"])
+    assert size > 5 and overflow > 0  # MLflow passes no max_overflow of 0: it would be 10
+    assert size + overflow == 5 + 10  # SQLAlchemy's default pool plus overflow: same ceiling
+    stores, workers = 3, settings().workers
+    assert stores * workers * (size + overflow) < 100  # PostgreSQL's default max_connections
+    mine = server_environment(
+        settings(), tmp_path / "auth.ini", {"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "4"}
+    )
+    assert mine["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"] == "4"  # an operator's value wins

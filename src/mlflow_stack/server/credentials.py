@@ -16,7 +16,12 @@ This middleware, per worker:
   until the bucket drains (LEAK_PER_SECOND), so guessing costs the server about one scrypt
   every two seconds per worker;
 * never delays credentials that recently succeeded (within the auth cache TTL), so a team
-  member behind the same address as a flood keeps working.
+  member behind the same address as a flood keeps working;
+* lets one request at a time through with credentials it has not seen answered yet, the
+  others with the same credentials waiting (up to SINGLE_FLIGHT_WAIT seconds) for its answer:
+  MLflow's cache remembers a password only once its first check is done, so 64 clients
+  starting together (or returning when the cache expires) made it run scrypt 64 times per
+  worker, a third of the server's CPU for the first seconds of a busy minute (py-spy).
 
 It learns only from MLflow's own answers on protected routes: 401 means rejected, 2xx means
 accepted; nothing else (a 403 can come from a CORS check before authentication) counts.
@@ -24,8 +29,10 @@ accepted; nothing else (a 403 can come from a CORS check before authentication) 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -48,6 +55,7 @@ from mlflow_stack.server.asgi import (
 log = logging.getLogger(__name__)
 
 FAILED_LOGIN_TTL = 10.0
+SINGLE_FLIGHT_WAIT = 2.0  # past it, a request goes on: the first one is past its login by then
 BURST = 10
 LEAK_PER_SECOND = 0.5
 MAX_ENTRIES = 100_000
@@ -150,6 +158,7 @@ class CredentialGuard:
         self.succeeded = ExpiringSet(remember_success, clock)
         self.failed = ExpiringSet(FAILED_LOGIN_TTL, clock)
         self.failures = LeakyBuckets(BURST, LEAK_PER_SECOND, clock)
+        self._checking: dict[Hashable, asyncio.Event] = {}  # first requests with a key
         self._secret = secrets.token_bytes(32)  # keys hold no password, not even a plain hash
 
     def _key(self, username: str, password: str) -> tuple[str, bytes]:
@@ -172,6 +181,10 @@ class CredentialGuard:
             return
         key = self._key(*credentials)
         client = (scope.get("client") or ("unknown", 0))[0]
+        first = key not in self.succeeded and key not in self.failed
+        if first and key in self._checking:  # another request's login is being checked
+            await self._wait_for(self._checking[key])
+            first = key not in self.succeeded and key not in self.failed
         if key not in self.succeeded:
             if key in self.failed:
                 await respond(send, 401, UNAUTHENTICATED, headers=[CHALLENGE])
@@ -187,7 +200,28 @@ class CredentialGuard:
                     headers=[(b"retry-after", str(seconds).encode())],
                 )
                 return
-        status = await self._forward(scope, receive, send)
+        checking = None
+        if first and key not in self._checking:  # this one's answer is awaited by the others
+            checking = self._checking[key] = asyncio.Event()
+        try:
+            await self._forward(scope, receive, send, lambda status: self._learn(
+                status, key, client, credentials[0], checking
+            ))  # fmt: skip
+        finally:
+            if checking is not None and self._checking.get(key) is checking:
+                del self._checking[key]
+                checking.set()  # also when the request failed before answering
+
+    def _learn(
+        self,
+        status: int,
+        key: Hashable,
+        client: str,
+        username: str,
+        answered: asyncio.Event | None,
+    ) -> None:
+        """What MLflow's answer says about the credentials, learnt as the answer starts (so
+        the requests waiting for it go on before a long body is sent)."""
         if status == 401:
             self.succeeded.discard(key)
             self.failed.add(key)
@@ -198,19 +232,25 @@ class CredentialGuard:
                     "not seen to succeed until its failures drain",
                     client,
                     BURST,
-                    credentials[0],
+                    username,
                 )
         elif 200 <= status < 300:
             self.succeeded.add(key)
+        if answered is not None and self._checking.get(key) is answered:
+            del self._checking[key]
+            answered.set()
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> int:
-        status = 0
+    @staticmethod
+    async def _wait_for(answered: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):  # a long request: its login was checked by now
+            await asyncio.wait_for(answered.wait(), SINGLE_FLIGHT_WAIT)
 
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, learn: Callable[[int], None]
+    ) -> None:
         async def watch(message: Message) -> None:
-            nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
+                learn(message["status"])
             await send(message)
 
         await self.app(scope, receive, watch)
-        return status

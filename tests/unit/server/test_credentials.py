@@ -156,3 +156,89 @@ def test_only_2xx_teaches_that_credentials_are_good() -> None:
     app.app = mlflow
     answers = [login(app, ("mallory", f"guess-{i}")).status for i in range(BURST + 3)]
     assert answers.count(429) == 3  # none of the 403'd guesses was taken as a good password
+
+
+# -- one login check at a time per credential --------------------------------------------------
+
+
+@dataclass
+class SlowMlflow:
+    """Checks a password in ``seconds`` (as scrypt does), remembering good ones as MLflow's
+    cache does; records how many checks ran at once."""
+
+    seconds: float = 0.05
+    status: int = 200
+    checks: int = 0
+    running: int = 0
+    most_at_once: int = 0
+    remembered: bool = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        import asyncio
+
+        await receive()
+        if not self.remembered:
+            self.checks += 1
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            await asyncio.sleep(self.seconds)
+            self.running -= 1
+            self.remembered = self.status != 401
+        await send({"type": "http.response.start", "status": self.status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def together(app: ASGIApp, count: int) -> list[int]:
+    """``count`` requests with the same new credentials at once, in one event loop."""
+    import asyncio
+
+    async def one() -> int:
+        sent: list[dict[str, object]] = []
+        messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive() -> dict[str, object]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": "/api/2.0/mlflow/experiments/search",
+                 "query_string": b"", "client": ("10.0.0.9", 1),
+                 "headers": [(b"authorization", basic(*GOOD).encode())]}  # fmt: skip
+        await app(scope, receive, send)
+        return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
+
+    async def all_of_them() -> list[int]:
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+    return asyncio.run(all_of_them())
+
+
+def test_clients_starting_together_cost_one_password_check() -> None:
+    mlflow = SlowMlflow()
+    app = CredentialGuard(mlflow, protected=lambda path: True, remember_success=60.0)
+    assert together(app, 64) == [200] * 64  # every one answered by MLflow itself
+    assert mlflow.checks == 1 and mlflow.most_at_once == 1
+
+
+def test_a_refused_first_login_answers_the_waiting_ones_without_more_checks() -> None:
+    mlflow = SlowMlflow(status=401)
+    app = CredentialGuard(mlflow, protected=lambda path: True, remember_success=60.0)
+    assert together(app, 8) == [401] * 8
+    assert mlflow.checks == 1
+
+
+def test_a_first_request_that_takes_long_holds_the_others_only_so_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlflow_stack.server import credentials
+
+    monkeypatch.setattr(credentials, "SINGLE_FLIGHT_WAIT", 0.05)
+    mlflow = SlowMlflow(seconds=0.5)  # an upload: its answer starts when the body is stored
+    app = CredentialGuard(mlflow, protected=lambda path: True, remember_success=60.0)
+    import time
+
+    began = time.monotonic()
+    assert together(app, 3) == [200] * 3
+    assert time.monotonic() - began < 1.4  # not 3 x 0.5 s in a row
+    assert mlflow.most_at_once >= 2  # after the wait they went on

@@ -1,0 +1,45 @@
+"""The login check MLflow's basic-auth app runs for each request (its ``authorization_function``
+setting): MLflow's own check, taken in turns by the requests that carry the same credentials.
+
+MLflow remembers a good password for ``auth_cache_ttl_seconds`` after checking it with scrypt
+(~0.1 s of CPU), and forgets it all at once when that time is up. Every request that arrives
+before the first check has filled its cache checks the password again: 64 clients starting
+together, or a busy team's requests in the moment the entry expires, each cost a scrypt, in
+each worker. Here those requests wait for the first one's check (a lock per credential, shared
+by the worker's threads) and then find the password in MLflow's cache. MLflow stays the only
+judge: its store, its cache and its TTL, and its cache cleared when a password changes.
+
+The locks are striped by a keyed hash of the credentials: a fixed number, never a growing map,
+and no password kept; two credentials that share a stripe take turns for a cache look-up, or
+for one scrypt when neither is cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+from typing import Any
+
+STRIPES = 64
+_STRIPES = tuple(threading.Lock() for _ in range(STRIPES))
+_SECRET = secrets.token_bytes(32)
+
+
+def stripe(username: str, password: str) -> int:
+    digest = hmac.digest(_SECRET, f"{username}\0{password}".encode(), hashlib.sha256)
+    return digest[0] % STRIPES
+
+
+def authenticate_request() -> Any:
+    """``mlflow.server.auth:authenticate_request_basic_auth``, one caller per credential at a
+    time; what it returns (the request's authorization, or MLflow's 401) is returned as is."""
+    from flask import request
+    from mlflow.server.auth import authenticate_request_basic_auth
+
+    credentials = request.authorization
+    if credentials is None or credentials.type != "basic" or credentials.username is None:
+        return authenticate_request_basic_auth()  # MLflow answers 401 without a check
+    with _STRIPES[stripe(credentials.username, credentials.password or "")]:
+        return authenticate_request_basic_auth()
