@@ -86,21 +86,32 @@ def _time_calls(call: Callable[[int], object], count: int, warmup: int = 5) -> d
     return _percentiles(timings)
 
 
-def latency(running: Running, sizes: Sizes) -> dict[str, dict[str, float]]:
-    """Small calls on typically sized runs: 10 params, 5 metrics and 3 tags each."""
-    client = use(running)
-    experiment = client.create_experiment(f"bench-latency-{uuid.uuid4().hex[:8]}")
+def typical_runs(
+    client: Any, label: str, count: int, *, notes: bool = False
+) -> tuple[str, list[str]]:
+    """An experiment of ``count`` typically sized runs (10 params, 5 metrics whose values
+    differ between runs, 3 tags; with ``notes``, a small text artifact each)."""
+    experiment = client.create_experiment(f"bench-{label}-{uuid.uuid4().hex[:8]}")
     now = int(time.time() * 1000)
     run_ids = []
-    for i in range(10):
-        run_id = client.create_run(experiment, run_name=f"typical-{i}").info.run_id
+    for i in range(count):
+        run_id = client.create_run(experiment, run_name=f"{label}-{i}").info.run_id
         client.log_batch(
             run_id,
-            metrics=[Metric(f"metric_{k}", k / 10, now, 0) for k in range(5)],
+            metrics=[Metric(f"metric_{k}", (i * k) % 7 / 10, now, 0) for k in range(5)],
             params=[Param(f"param_{k}", str(k)) for k in range(10)],
             tags=[RunTag(f"tag_{k}", "x") for k in range(3)],
         )
+        if notes:
+            client.log_text(run_id, "bench", f"notes/{i}.txt")
         run_ids.append(run_id)
+    return experiment, run_ids
+
+
+def latency(running: Running, sizes: Sizes) -> dict[str, dict[str, float]]:
+    """Small calls on typically sized runs: 10 params, 5 metrics and 3 tags each."""
+    client = use(running)
+    experiment, run_ids = typical_runs(client, "latency", 10)
     target = run_ids[0]
     writes = client.create_run(experiment, run_name="writes").info.run_id
     n = sizes.latency_calls
@@ -164,19 +175,8 @@ def busy(running: Running, sizes: Sizes) -> dict[str, Any]:
     log_batch, get_run, search_runs, artifact listing and the UI's run search, over the REST
     API with keep-alive. Every non-2xx answer or failed call counts as an error."""
     client = use(running)
-    experiment = client.create_experiment(f"bench-busy-{uuid.uuid4().hex[:8]}")
+    experiment, run_ids = typical_runs(client, "busy", 40, notes=True)
     now = int(time.time() * 1000)
-    run_ids = []
-    for i in range(40):
-        run_id = client.create_run(experiment, run_name=f"busy-{i}").info.run_id
-        client.log_batch(
-            run_id,
-            metrics=[Metric(f"m{k}", (i * k) % 7 / 10, now, 0) for k in range(5)],
-            params=[Param(f"p{k}", str(k)) for k in range(10)],
-            tags=[RunTag("team", "pricing")],
-        )
-        client.log_text(run_id, "bench", f"notes/{i}.txt")
-        run_ids.append(run_id)
     api = f"{running.tracking_uri}/api/2.0/mlflow"
     ui_search = {
         "experiment_ids": [experiment],
@@ -207,7 +207,7 @@ def busy(running: Running, sizes: Sizes) -> dict[str, Any]:
             body = {
                 "experiment_ids": [experiment],
                 "max_results": 10,
-                "order_by": ["metrics.m1 DESC"],
+                "order_by": ["metrics.metric_1 DESC"],
             }
             return session.post(f"{api}/runs/search", json=body)
         if op == "list_artifacts":
