@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -83,6 +84,11 @@ def _drive(running: Running, sizes: workloads.Sizes, files: dict[str, list[Path]
     show_default=True,
     help="Where the JSON and Markdown results go.",
 )
+@click.option(
+    "--million",
+    is_flag=True,
+    help=f"Grow the ordered-search sweep to {workloads.MILLION:,} runs (seeding takes minutes).",
+)
 @click.option("--label", help="File name of the results (default: date and mode).")
 def main(  # noqa: PLR0917 - click passes options positionally
     quick: bool,
@@ -92,6 +98,7 @@ def main(  # noqa: PLR0917 - click passes options positionally
     stock_python: Path,
     out: Path,
     label: str | None,
+    million: bool,
 ) -> None:
     """Start stock MLflow set-ups and mlflow-stack one after another, drive each with the same
     client workloads, and print a table of absolute figures and ratios."""
@@ -103,6 +110,8 @@ def main(  # noqa: PLR0917 - click passes options positionally
         raise click.UsageError("set-up b runs on c's PostgreSQL and S3: include c")
     overrides = dict(item.split("=", 1) for item in stack_env)
     sizes = workloads.QUICK if quick else workloads.FULL
+    if million:
+        sizes = dataclasses.replace(sizes, search_runs=(*sizes.search_runs, workloads.MILLION))
     only = only or WORKLOADS
     root = Path(tempfile.mkdtemp(prefix="mlflow-bench-"))
     root.chmod(0o755)

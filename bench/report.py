@@ -110,23 +110,42 @@ def _ingestion(
 def _search(
     results: dict[str, Any], keys: list[str], head: list[str], ratios: list[str]
 ) -> list[str]:
-    runs = results[keys[0]]["search"]["runs"]
+    sweep = results[keys[0]]["search"]["sweep"]
     lines = [
-        f"## `search_runs` over {runs:,} runs in one experiment (p50 / p95 ms)",
+        "## `search_runs` in one experiment as it grows (p50 / p95 ms, 100 runs a page)",
         "",
-        *_header("query", *head, *(f"{r} (p95)" for r in ratios)),
+        *_header("query", "runs", *head, *(f"{r} (p95)" for r in ratios)),
     ]
-    queries = [
-        q for q in results[keys[0]]["search"] if isinstance(results[keys[0]]["search"][q], dict)
-    ]
+    queries = [q for q in sweep[0] if isinstance(sweep[0][q], dict)]
     for query in queries:
-        cells = _cells(
-            results,
-            keys,
-            lambda r, q=query: f"{r['search'][q]['p50_ms']} / {r['search'][q]['p95_ms']}",
-        )
-        row = _ratios(results, keys, lambda r, q=query: r["search"][q]["p95_ms"], higher=False)
-        lines.append(f"| {query} | " + " | ".join(cells + row) + " |")
+        for index, entry in enumerate(sweep):
+
+            def timing(r: dict[str, Any], q: str = query, i: int = index) -> dict[str, Any]:
+                return r["search"]["sweep"][i][q]
+
+            cells = _cells(
+                results, keys, lambda r, t=timing: f"{t(r)['p50_ms']} / {t(r)['p95_ms']}"
+            )
+            row = _ratios(results, keys, lambda r, t=timing: t(r)["p95_ms"], higher=False)
+            lines.append(f"| {query} | {entry['runs']:,} | " + " | ".join(cells + row) + " |")
+    growth = _growth(results, keys, sweep)
+    return [*lines, "", *growth]
+
+
+def _growth(results: dict[str, Any], keys: list[str], sweep: list[dict[str, Any]]) -> list[str]:
+    """How much p95 grows from the smallest size to the largest, per set-up and query."""
+    if len(sweep) < 2:
+        return []
+    small, large = sweep[0]["runs"], sweep[-1]["runs"]
+    lines = [f"p95 growth from {small:,} to {large:,} runs:", ""]
+    for key in keys:
+        own = results[key]["search"]["sweep"]
+        parts = [
+            f"{query} {own[-1][query]['p95_ms'] / own[0][query]['p95_ms']:.1f}x"
+            for query in own[0]
+            if isinstance(own[0][query], dict) and own[0][query]["p95_ms"]
+        ]
+        lines.append(f"- ({key}) " + ", ".join(parts))
     return [*lines, ""]
 
 

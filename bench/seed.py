@@ -63,11 +63,12 @@ def _rows(
 
 
 def _batches(
-    experiment_id: int, artifact_root: str, total: int, batch: int, seed: int
+    experiment_id: int, artifact_root: str, *, start: int, total: int, batch: int, seed: int
 ) -> Iterator[dict[str, list[tuple[Any, ...]]]]:
-    rng = random.Random(seed)  # noqa: S311 - benchmark data, not secrets
-    for start in range(0, total, batch):
-        yield _rows(experiment_id, artifact_root, start, min(batch, total - start), rng)
+    rng = random.Random(seed + start)  # noqa: S311 - benchmark data, not secrets
+    end = start + total
+    for first in range(start, end, batch):
+        yield _rows(experiment_id, artifact_root, first, min(batch, end - first), rng)
 
 
 def seed_runs(
@@ -77,24 +78,34 @@ def seed_runs(
     experiment_id: int,
     artifact_root: str,
     total: int,
+    start: int = 0,
     batch: int = 10_000,
 ) -> None:
+    """``total`` more runs in the experiment, numbered from ``start`` (an experiment grown in
+    steps gets the same runs as one seeded at once)."""
     connect_args = {"password": password} if password else {}
     engine = sqlalchemy.create_engine(db_url, connect_args=connect_args)
     try:
         if engine.dialect.name == "postgresql":
-            _seed_postgres(engine, experiment_id, artifact_root, total, batch)
+            _seed_postgres(
+                engine, experiment_id, artifact_root, start=start, total=total, batch=batch
+            )
         else:
-            _seed_generic(engine, experiment_id, artifact_root, total, batch)
+            _seed_generic(
+                engine, experiment_id, artifact_root, start=start, total=total, batch=batch
+            )
     finally:
         engine.dispose()
 
 
-def _seed_postgres(engine: Any, experiment_id: int, root: str, total: int, batch: int) -> None:
+def _seed_postgres(
+    engine: Any, experiment_id: int, root: str, *, start: int, total: int, batch: int
+) -> None:
     raw = engine.raw_connection()
     try:
         with raw.cursor() as cursor:
-            for rows in _batches(experiment_id, root, total, batch, seed=7):
+            batches = _batches(experiment_id, root, start=start, total=total, batch=batch, seed=7)
+            for rows in batches:
                 for table, records in rows.items():
                     buffer = io.StringIO()
                     csv.writer(buffer).writerows(records)
@@ -109,9 +120,11 @@ def _seed_postgres(engine: Any, experiment_id: int, root: str, total: int, batch
         raw.close()
 
 
-def _seed_generic(engine: Any, experiment_id: int, root: str, total: int, batch: int) -> None:
+def _seed_generic(
+    engine: Any, experiment_id: int, root: str, *, start: int, total: int, batch: int
+) -> None:
     with engine.begin() as conn:
-        for rows in _batches(experiment_id, root, total, batch, seed=7):
+        for rows in _batches(experiment_id, root, start=start, total=total, batch=batch, seed=7):
             for table, records in rows.items():
                 columns = COLUMNS[table]
                 statement = sqlalchemy.text(

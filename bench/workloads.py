@@ -32,7 +32,7 @@ MB = 2**20
 class Sizes:
     latency_calls: int
     ingestion: dict[int, int]  # concurrent clients -> runs per client
-    search_runs: int
+    search_runs: tuple[int, ...]  # the sizes of the ordered-search sweep, ascending
     search_repeats: int
     small_files: int  # 1 MB each
     medium_files: int
@@ -42,8 +42,10 @@ class Sizes:
     busy_seconds: float  # the 64-client mixed workload
 
 
-FULL = Sizes(200, {1: 30, 8: 10, 32: 4}, 100_000, 20, 100, 3, 100, 1024, 3, 60.0)
-QUICK = Sizes(30, {1: 3, 8: 2, 32: 1}, 5_000, 5, 10, 1, 20, 0, 1, 5.0)
+FULL = Sizes(200, {1: 30, 8: 10, 32: 4}, (10_000, 100_000), 20, 100, 3, 100, 1024, 3, 60.0)
+QUICK = Sizes(30, {1: 3, 8: 2, 32: 1}, (1_000, 5_000), 5, 10, 1, 20, 0, 1, 5.0)
+#: The sweep's extra size with ``--million``.
+MILLION = 1_000_000
 BUSY_CLIENTS = 64
 CRASH_SPACING = 61.0  # the supervisor's delay starts over after a minute up (0.25 s)
 
@@ -285,34 +287,41 @@ SEARCHES = {
 
 
 def search_at_scale(running: Running, sizes: Sizes) -> dict[str, Any]:
+    """The searches over one experiment as it grows through ``sizes.search_runs``: seeded up
+    to each size, then timed, so that the sweep shows how a search's cost grows."""
     client = use(running)
     experiment = client.create_experiment(f"bench-search-{uuid.uuid4().hex[:8]}")
     artifact_root = client.get_experiment(experiment).artifact_location
-    began = time.perf_counter()
-    seed_runs(
-        running.db_url,
-        running.db_password,
-        experiment_id=int(experiment),
-        artifact_root=artifact_root,
-        total=sizes.search_runs,
-    )
-    result: dict[str, Any] = {
-        "runs": sizes.search_runs,
-        "seed_s": round(time.perf_counter() - began),
-    }
-    for name, query in SEARCHES.items():
-        found = client.search_runs([experiment], **query)
-        if len(found) != query["max_results"]:
-            raise RuntimeError(
-                f"search {name}: {len(found)} runs instead of {query['max_results']}"
-            )
-        values = [r.data.metrics["rmse"] for r in found]
-        if "order_by" in query and values != sorted(values):
-            raise RuntimeError(f"search {name}: results not ordered by rmse")
-        result[name] = _time_calls(
-            lambda _, q=query: client.search_runs([experiment], **q), sizes.search_repeats, 1
+    sweep = []
+    seeded = 0
+    for size in sizes.search_runs:
+        began = time.perf_counter()
+        seed_runs(
+            running.db_url,
+            running.db_password,
+            experiment_id=int(experiment),
+            artifact_root=artifact_root,
+            start=seeded,
+            total=size - seeded,
         )
-    return result
+        seeded = size
+        entry: dict[str, Any] = {"runs": size, "seed_s": round(time.perf_counter() - began)}
+        for name, query in SEARCHES.items():
+            _check_search(client, experiment, name, query)
+            entry[name] = _time_calls(
+                lambda _, q=query: client.search_runs([experiment], **q), sizes.search_repeats, 1
+            )
+        sweep.append(entry)
+    return {"sweep": sweep}
+
+
+def _check_search(client: Any, experiment: str, name: str, query: dict[str, Any]) -> None:
+    found = client.search_runs([experiment], **query)
+    if len(found) != query["max_results"]:
+        raise RuntimeError(f"search {name}: {len(found)} runs instead of {query['max_results']}")
+    values = [r.data.metrics["rmse"] for r in found]
+    if "order_by" in query and values != sorted(values):
+        raise RuntimeError(f"search {name}: results not ordered by rmse")
 
 
 def make_artifact_files(root: Path, sizes: Sizes) -> dict[str, list[Path]]:
