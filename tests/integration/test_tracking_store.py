@@ -81,7 +81,9 @@ class Ids:
 
 
 def number(value: float) -> Any:
-    return "nan" if isinstance(value, float) and math.isnan(value) else value
+    """A value as it would be serialized: its type and repr (``-0.0`` is not ``0.0``, nor
+    ``1`` ``1.0``, though Python finds them equal)."""
+    return (type(value).__name__, repr(value))
 
 
 def run_view(run: Any, ids: Ids) -> dict[str, Any]:
@@ -287,6 +289,61 @@ def test_the_stacks_store_answers_every_call_as_mlflows_does(
         got = ours.apply(call)
         assert got == expected, f"call {step} {call!r}:\n stock {expected!r}\n ours  {got!r}"
     assert ours.state() == stock.state()
+
+
+# -- what only MLflow's own loaders add: dataset inputs, model inputs and outputs -------------
+
+
+def test_runs_with_datasets_and_models_come_back_as_from_mlflows_store(pair: Pair) -> None:
+    """Runs with dataset inputs (with and without tags), model inputs and outputs, next to a run
+    with none, through get_run, a search and a dataset filter (MLflow's own search answers)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput, LoggedModelOutput
+
+    def views(store: SqlAlchemyStore) -> Any:
+        experiment = store.create_experiment(f"inputs-{uuid.uuid4().hex[:8]}")
+        ids = Ids()
+        created = []
+        for name in ("plain", "with-datasets", "with-models"):
+            run = store.create_run(experiment, "ada", 1_000 + len(created), [], name)
+            created.append(run.info.run_id)
+            ids.runs.append(run.info.run_id)
+        trips = Dataset("trips", "d1", "local", '{"uri": "trips.csv"}', '{"a": 1}', "{}")
+        store.log_inputs(
+            created[1],
+            datasets=[
+                DatasetInput(trips, [InputTag("mlflow.data.context", "training")]),
+                DatasetInput(Dataset("eval", "d2", "local", "{}"), []),
+            ],
+        )
+        model = store.create_logged_model(experiment, name="m", source_run_id=created[2])
+        model_ids = Ids()
+        model_ids.runs.append(model.model_id.removeprefix("m-"))
+        store.log_inputs(created[2], models=[LoggedModelInput(model.model_id)])
+        store.log_outputs(created[2], [LoggedModelOutput(model.model_id, 3)])
+
+        def view(run: Any) -> Any:
+            whole = {
+                "run": run_view(run, ids),
+                "inputs": run.inputs.to_dictionary(),
+                "outputs": run.outputs.to_dictionary(),
+            }
+            return model_ids.scrub(ids.scrub(repr(whole)))
+
+        return (
+            [view(store.get_run(run_id)) for run_id in created],
+            [view(run) for run in store.search_runs([experiment], "", ViewType.ALL)],
+            [
+                view(run)
+                for run in store.search_runs(
+                    [experiment], "dataset.context = 'training'", ViewType.ALL
+                )
+            ],
+        )
+
+    expected, got = views(pair.stock), views(pair.ours)
+    assert "training" in expected[0][1] and "'step': 3" in expected[0][2]  # the data is there
+    assert len(expected[2]) == 1
+    assert got == expected
 
 
 # -- the engine: pings only what sat idle --------------------------------------------------------

@@ -262,6 +262,8 @@ def _migrate_schemas(settings: Settings) -> None:
     from mlflow.store.db import utils as tracking_db
     from sqlalchemy.pool import NullPool
 
+    from mlflow_stack.stores.indexes import ensure_indexes
+
     # The auth migrations build their own engine from the URL, so the password reaches libpq
     # through its environment, as it does for the server.
     os.environ.update(libpq_environment(settings))
@@ -276,6 +278,7 @@ def _migrate_schemas(settings: Settings) -> None:
             tracking_db._initialize_tables(tracking)
         else:
             tracking_db._upgrade_db(tracking)
+        ensure_indexes(tracking)  # the stack's own step, after MLflow's
         auth_db.migrate(auth, "head")
     except sqlalchemy.exc.SQLAlchemyError as error:
         first_line = str(error.orig if hasattr(error, "orig") else error).strip().splitlines()

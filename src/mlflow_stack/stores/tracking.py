@@ -1,5 +1,6 @@
 """The stack's tracking store: MLflow's ``SqlAlchemyStore`` on PostgreSQL, with the write path
-of ``log_batch`` and ``log_metric`` in set-based SQL.
+of ``log_batch`` and ``log_metric`` in set-based SQL and the reads of runs in constant
+statements.
 
 MLflow 3.17.2's ``log_batch`` opens four sessions (one per kind of data, each on its own pooled
 connection with its own pre-ping), reads the run row four times and inserts metrics through the
@@ -19,10 +20,13 @@ transaction on one connection does it all:
 - tags: one upsert, the last value of a key winning; ``mlflow.runName`` also renames the run
   (an empty one is ignored, as in MLflow).
 
-Everything else, including every read and every error message, is MLflow's own code. The
-store is registered for the ``postgresql`` scheme through the ``mlflow.tracking_store`` entry
-point, so the server, ``mlflow gc`` and any tool in this environment get it; with
-workspaces on (``MLFLOW_ENABLE_WORKSPACES``) MLflow's workspace-aware store is used unchanged.
+Reads: ``get_run`` and each page of ``search_runs`` load their runs in one statement
+(:mod:`mlflow_stack.stores.reads`), and a search picks its page's run ids first
+(:mod:`mlflow_stack.stores.search`). Everything else, and every error message, is MLflow's own
+code. The store is registered for the ``postgresql`` scheme through the
+``mlflow.tracking_store`` entry point, so the server, ``mlflow gc`` and any tool in this
+environment get it; with workspaces on (``MLFLOW_ENABLE_WORKSPACES``) MLflow's
+workspace-aware store is used unchanged.
 """
 
 from __future__ import annotations
@@ -33,7 +37,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import sqlalchemy
-from mlflow.entities import LifecycleStage, Metric, Param, RunTag
+from mlflow.entities import (
+    LifecycleStage,
+    Metric,
+    Param,
+    Run,
+    RunInputs,
+    RunOutputs,
+    RunTag,
+)
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
     INTERNAL_ERROR,
@@ -46,6 +58,7 @@ from mlflow.store.tracking.dbmodels.models import (
 )
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+from mlflow.utils.search_utils import SearchUtils
 from mlflow.utils.validation import (
     _validate_batch_log_data,
     _validate_batch_log_limits,
@@ -55,6 +68,8 @@ from mlflow.utils.validation import (
 )
 
 from mlflow_stack.stores.engine import create_engine
+from mlflow_stack.stores.reads import LoadedRun, load_runs
+from mlflow_stack.stores.search import page_of_ids
 
 #: The tables the statements below write (MLflow's names; a test checks them against its models).
 TABLES = ("metrics", "latest_metrics", "params", "tags")
@@ -169,6 +184,88 @@ class TrackingStore(SqlAlchemyStore):
             if db_uri not in cls._engine_map:
                 cls._engine_map[db_uri] = create_engine(db_uri)
             return cls._engine_map[db_uri]
+
+    # -- reads: a run or a page of runs in a constant number of statements ------------------
+
+    def get_run(self, run_id: str) -> Run:
+        with self.ManagedSessionMaker() as session:
+            loaded = load_runs(session, [run_id]).get(run_id)
+            if loaded is None:
+                raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
+            run = loaded.run
+            datasets, model_inputs, model_outputs = [], [], []
+            if loaded.has_datasets:
+                datasets = self._get_run_inputs(run_uuids=[run_id], session=session)[0]
+            if loaded.has_models:
+                model_inputs = self._get_model_inputs(run_id, session)
+                model_outputs = self._get_model_outputs(run_id, session)
+            return Run(
+                run.info,
+                run.data,
+                RunInputs(dataset_inputs=datasets, model_inputs=model_inputs),
+                RunOutputs(model_outputs),
+            )
+
+    def _search_runs(  # noqa: PLR0917 - MLflow's signature
+        self,
+        experiment_ids: list[str],
+        filter_string: str | None,
+        run_view_type: int,
+        max_results: int | None,
+        order_by: list[str] | None,
+        page_token: str | None,
+    ) -> tuple[list[Run], str | None]:
+        self._validate_max_results_param(max_results, allow_null=True)
+        stages = set(LifecycleStage.view_type_to_stages(run_view_type))
+        with self.ManagedSessionMaker() as session:
+            page = page_of_ids(
+                session,
+                experiment_ids=experiment_ids,
+                filter_string=filter_string,
+                stages=stages,
+                max_results=max_results,
+                order_by=order_by,
+                page_token=page_token,
+                dialect=self._get_dialect(),
+                filter_experiment_ids=self._filter_experiment_ids,
+            )
+            if page is not None:
+                run_ids = page.run(session)
+                loaded = load_runs(session, run_ids)
+                runs = self._search_page(session, [loaded[i] for i in run_ids if i in loaded])
+        if page is None:  # a dataset filter: MLflow's search
+            return super()._search_runs(
+                experiment_ids, filter_string, run_view_type, max_results, order_by, page_token
+            )
+        token = None
+        if max_results is not None and len(run_ids) == max_results + 1:
+            token = SearchUtils.create_page_token(page.offset + max_results)
+            runs = runs[:max_results]
+        return runs, token
+
+    def _search_page(self, session: Any, page: list[LoadedRun]) -> list[Run]:
+        """The page's runs with their dataset inputs and model outputs, as MLflow's search
+        returns them (no model inputs), loaded only for the runs that have any."""
+        with_datasets = [item.run.info.run_id for item in page if item.has_datasets]
+        with_models = [item.run.info.run_id for item in page if item.has_models]
+        datasets = {}
+        if with_datasets:
+            found = self._get_run_inputs(run_uuids=with_datasets, session=session)
+            datasets = dict(zip(with_datasets, found, strict=True))
+        outputs = {}
+        if with_models:
+            outputs = self._get_model_outputs_bulk(run_ids=with_models, session=session)
+        return [
+            Run(
+                item.run.info,
+                item.run.data,
+                RunInputs(dataset_inputs=datasets.get(item.run.info.run_id, [])),
+                RunOutputs(outputs.get(item.run.info.run_id, [])),
+            )
+            for item in page
+        ]
+
+    # -- writes ------------------------------------------------------------------------------
 
     def log_batch(
         self, run_id: str, metrics: list[Metric], params: list[Param], tags: list[RunTag]
