@@ -262,6 +262,9 @@ class Session:
 @given(calls=st.lists(CALLS, min_size=1, max_size=30))
 # NaN is stored as 0 with is_nan: a NaN and a 0.0 at the same step and time are equals in
 # MLflow's comparison, so the first one logged stays the latest, in one batch or across two.
+# create_run: a tag key twice (the database refuses it), a run name against its tag.
+@example(calls=[("create_run", [RunTag("t", "x"), RunTag("t", "y")], "r1")])
+@example(calls=[("create_run", [RunTag("mlflow.runName", "x")], "r1")])
 @example(calls=[("log_batch", 0, [Metric("a", 0.0, 1, 1), Metric("a", math.nan, 1, 1)], [], [])])
 @example(calls=[("log_batch", 0, [Metric("a", math.nan, 1, 1), Metric("a", 0.0, 1, 1)], [], [])])
 @example(
@@ -289,6 +292,27 @@ def test_the_stacks_store_answers_every_call_as_mlflows_does(
         got = ours.apply(call)
         assert got == expected, f"call {step} {call!r}:\n stock {expected!r}\n ours  {got!r}"
     assert ours.state() == stock.state()
+
+
+def test_create_run_refuses_a_missing_or_deleted_experiment_as_mlflow_does(pair: Pair) -> None:
+    def attempts(store: SqlAlchemyStore) -> list[Any]:
+        ids = Ids()
+        experiment = store.create_experiment(f"gone-{uuid.uuid4().hex[:8]}")
+        store.delete_experiment(experiment)
+        return [
+            outcome(lambda e=e: store.create_run(e, "ada", 0, [], "r"), ids)
+            for e in (experiment, "987654321", "not-a-number", None)
+        ]
+
+    def created(result: Any) -> Any:
+        info = result[1].info
+        return (info.experiment_id, info.run_name, info.status, result[1].data.tags)
+
+    expected = attempts(pair.stock)
+    assert [result[0] for result in expected] == ["error"] * 3 + ["ok"]  # None: Default's
+    got = attempts(pair.ours)
+    assert got[:3] == expected[:3]
+    assert created(got[3]) == created(expected[3])
 
 
 # -- what only MLflow's own loaders add: dataset inputs, model inputs and outputs -------------

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import threading
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -44,7 +45,10 @@ from mlflow.entities import (
     Run,
     RunInputs,
     RunOutputs,
+    RunStatus,
     RunTag,
+    SourceType,
+    ViewType,
 )
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
@@ -55,10 +59,13 @@ from mlflow.protos.databricks_pb2 import (
 from mlflow.store.tracking.dbmodels.models import (
     SqlParam,
     SqlRun,
+    SqlTag,
 )
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, _get_run_name_from_tags
+from mlflow.utils.name_utils import _generate_random_name
 from mlflow.utils.search_utils import SearchUtils
+from mlflow.utils.uri import append_to_uri_path
 from mlflow.utils.validation import (
     _validate_batch_log_data,
     _validate_batch_log_limits,
@@ -266,6 +273,60 @@ class TrackingStore(SqlAlchemyStore):
         ]
 
     # -- writes ------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        experiment_id: str,
+        user_id: str,
+        start_time: int | None,
+        tags: list[RunTag] | None,
+        run_name: str | None,
+    ) -> Run:
+        """MLflow's ``create_run`` in one session: MLflow reads the experiment in a second
+        session (a second pooled connection) and, after adding the run, queries the dataset
+        inputs of the run it has just created (there are none). The checks, the name, the
+        tags and every error are MLflow's."""
+        with self.ManagedSessionMaker(read_only=False) as session:
+            experiment = self._get_experiment(session, experiment_id, ViewType.ALL)
+            self._check_experiment_is_active(experiment)
+            run_id = uuid.uuid4().hex
+            artifact_location = append_to_uri_path(
+                experiment.artifact_location, run_id, SqlAlchemyStore.ARTIFACTS_FOLDER_NAME
+            )
+            tags = tags.copy() if tags else []
+            run_name_tag = _get_run_name_from_tags(tags)
+            if run_name and run_name_tag and (run_name != run_name_tag):
+                raise MlflowException(
+                    "Both 'run_name' argument and 'mlflow.runName' tag are specified, but with "
+                    f"different values (run_name='{run_name}', mlflow.runName='{run_name_tag}').",
+                    INVALID_PARAMETER_VALUE,
+                )
+            run_name = run_name or run_name_tag or _generate_random_name()
+            if not run_name_tag:
+                tags.append(RunTag(key=MLFLOW_RUN_NAME, value=run_name))
+            row = SqlRun(
+                name=run_name,
+                artifact_uri=artifact_location,
+                run_uuid=run_id,
+                experiment_id=experiment_id,
+                source_type=SourceType.to_string(SourceType.UNKNOWN),
+                source_name="",
+                entry_point_name="",
+                user_id=user_id,
+                status=RunStatus.to_string(RunStatus.RUNNING),
+                start_time=start_time,
+                end_time=None,
+                deleted_time=None,
+                source_version="",
+                lifecycle_stage=LifecycleStage.ACTIVE,
+            )
+            row.tags = [SqlTag(key=tag.key, value=tag.value) for tag in tags]
+            session.add(row)
+            run = row.to_mlflow_entity()
+            # MLflow's inputs query flushed the run here, as an autoflush: a database refusal
+            # (a tag key given twice) is raised now, with the very words MLflow's has.
+            session._autoflush()
+            return Run(run.info, run.data, RunInputs(dataset_inputs=[]))
 
     def log_batch(
         self, run_id: str, metrics: list[Metric], params: list[Param], tags: list[RunTag]
