@@ -38,7 +38,7 @@ def test_quick_benchmark_of_the_stack_runs_every_workload(tmp_path: Path) -> Non
         assert entry["points_per_s"] > 0
 
     sweep = c["search"]["sweep"]
-    assert [entry["runs"] for entry in sweep] == [1000, 5000]
+    assert [entry["runs"] for entry in sweep] == [5000, 10000]
     for entry in sweep:
         for query in ("filtered+ordered", "ordered", "tag filter"):
             assert entry[query]["p95_ms"] > 0
@@ -57,6 +57,6 @@ def test_quick_benchmark_of_the_stack_runs_every_workload(tmp_path: Path) -> Non
     assert 0 < again < 60, again
     markdown = (tmp_path / "smoke.md").read_text()
     headings = ("Small requests", "Ingestion", "search_runs", "Artifacts", "Memory (MB)", "crash")
-    assert "p95 growth from 1,000 to 5,000 runs" in markdown
+    assert "p95 growth from 5,000 to 10,000 runs" in markdown
     for heading in headings:
         assert heading in markdown
