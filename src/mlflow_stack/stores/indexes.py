@@ -35,18 +35,14 @@ INDEXES = {
     f"{PREFIX}latest_metrics_key_value": "latest_metrics (key, is_nan, value, run_uuid)",
 }
 
-_STATE = sqlalchemy.text("""
-SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-WHERE c.relname = :name AND pg_table_is_visible(c.oid)
-""")
-
 
 def ensure_indexes(engine: sqlalchemy.Engine) -> list[str]:
     """Build every index that is missing or invalid; return the names built."""
     built = []
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        present = existing(connection)
         for name, target in INDEXES.items():
-            valid = connection.execute(_STATE, {"name": name}).scalar()
+            valid = present.get(name)
             if valid:
                 continue
             if valid is not None:  # an interrupted concurrent build
