@@ -260,6 +260,8 @@ def write_with_previous(target: Target, python: Path, log: Path) -> dict[str, st
         "MLFLOW_FLASK_SERVER_SECRET_KEY": settings.flask_secret_key,
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
+        # Only tracking data is written: no job runner and its seven huey consumers.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     command = [
         str(python), "-m", "mlflow", "server",
