@@ -28,11 +28,15 @@ from mlflow_stack.native.reach import (
 from mlflow_stack.native.service import CHECK_TIMEOUT, Layout, Service
 from mlflow_stack.settings.contract import Settings
 from mlflow_stack.stores.database import connect
+from mlflow_stack.waiting import NotReady
 
 log = logging.getLogger(__name__)
 
 SYSTEM_GLOB = "/usr/lib/postgresql/*/bin"
 RUN_AS_WHEN_ROOT = "postgres"
+PIDFILE = "postmaster.pid"
+PIDFILE_STATUS_LINE = 7  # 0-based: the line pg_ctl reads to wait for "ready"
+ACCEPTING = ("ready", "standby")  # what pg_ctl -w waits for
 
 
 def _has_server(directory: Path) -> bool:
@@ -107,6 +111,18 @@ def server_version(bin_dir: Path) -> int:
     return int(match.group(1))
 
 
+def postmaster_status(pgdata: Path) -> str | None:
+    """The status the postmaster writes on line 8 of ``postmaster.pid`` ("starting", "ready",
+    "stopping", "standby"; "" before it wrote one); None when that file cannot be read."""
+    try:
+        lines = (pgdata / PIDFILE).read_text().splitlines()
+    except FileNotFoundError:
+        return ""
+    except OSError:  # another account's cluster: the connection decides
+        return None
+    return lines[PIDFILE_STATUS_LINE].strip() if len(lines) > PIDFILE_STATUS_LINE else ""
+
+
 class PostgresService(Service):
     name = "postgres"
     stop_signal = signal.SIGINT  # "fast" shutdown: roll back open transactions, checkpoint, exit
@@ -172,6 +188,13 @@ class PostgresService(Service):
         ]  # fmt: skip
 
     def check(self, timeout: float = CHECK_TIMEOUT) -> None:
+        """Connect once the postmaster says it is ready, as ``pg_ctl -w`` waits.
+
+        A connection while it still starts up is refused with ``FATAL: the database system is
+        starting up`` in its log, which reads as a failure to whoever looks there."""
+        status = postmaster_status(self.pgdata)
+        if status is not None and status not in ACCEPTING:
+            raise NotReady(f"PostgreSQL is {status}" if status else "PostgreSQL has not started")
         connect(self.settings, "postgres", timeout=max(1, round(timeout))).close()
 
     def prepare(self) -> None:

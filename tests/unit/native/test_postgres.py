@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import select
 import signal
+import socket
 import stat
 from pathlib import Path
 
@@ -243,6 +245,52 @@ def test_the_health_check_says_not_ready_while_nothing_listens(
     service = PostgresService(settings(POSTGRES_PORT=str(free_port())), Layout(tmp_path), bin_dir)
     with pytest.raises(NotReady):
         service.check(timeout=1)
+
+
+def write_pidfile(pgdata: Path, status: str | None) -> None:
+    lines = ["4242", str(pgdata), "1765000000", "5432", "", "127.0.0.1", "  5432001  32768"]
+    if status is not None:
+        lines.append(f"{status:<8}")  # PostgreSQL pads the status to a fixed width
+    pgdata.mkdir(parents=True, exist_ok=True)
+    (pgdata / "postmaster.pid").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        ("starting", "PostgreSQL is starting"),
+        ("stopping", "PostgreSQL is stopping"),
+        (None, "PostgreSQL has not started"),  # line 8 is not written yet
+        ("absent", "PostgreSQL has not started"),  # nor the file
+    ],
+)
+def test_the_health_check_does_not_connect_before_the_postmaster_says_ready(
+    bin_dir: Path, tmp_path: Path, status: str | None, reason: str
+) -> None:
+    """A connection while PostgreSQL starts up logs FATAL: the database system is starting up."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        service = PostgresService(settings(POSTGRES_PORT=str(port)), Layout(tmp_path), bin_dir)
+        if status != "absent":
+            write_pidfile(service.pgdata, status)
+        with pytest.raises(NotReady, match=f"^{reason}$"):
+            service.check(timeout=1)
+        readable, _, _ = select.select([listener], [], [], 0.2)
+        assert readable == [], "it connected to PostgreSQL before PostgreSQL was ready"
+
+
+@pytest.mark.parametrize("status", ["ready", "standby"])
+def test_once_the_postmaster_says_ready_the_health_check_connects(
+    bin_dir: Path, tmp_path: Path, status: str
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        service = PostgresService(settings(POSTGRES_PORT=str(port)), Layout(tmp_path), bin_dir)
+        write_pidfile(service.pgdata, status)
+        with pytest.raises(NotReady):  # the listener never answers the startup packet
+            service.check(timeout=1)
+        readable, _, _ = select.select([listener], [], [], 0)
+        assert readable == [listener]
 
 
 # -- preparing the cluster as root --------------------------------------------------------------
