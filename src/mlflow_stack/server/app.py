@@ -32,6 +32,7 @@ import json
 import os
 
 from mlflow_stack.gc import ENDPOINT as GC_ENDPOINT
+from mlflow_stack.server import authstore, phase
 from mlflow_stack.server.asgi import ASGIApp, Message, Receive, Scope, Send
 from mlflow_stack.server.credentials import CredentialGuard
 from mlflow_stack.server.gc_endpoint import GarbageCollectionEndpoint, server_collector
@@ -95,7 +96,9 @@ def create_app() -> ASGIApp:
     from mlflow.server.auth import is_unprotected_route
 
     settings = Settings.from_env(os.environ)
-    app = create_basic_auth_app()
+    authstore.install()  # MLflow's auth store, its per-request reads kept (bounded)
+    with phase.bracket(flask_app):  # the tracking store knows when MLflow authorizes
+        app = create_basic_auth_app()
     install_endpoint(flask_app)
     mlflow_routes()  # build the route table now, not on the first request
     # MLflow's imports leave ~500 MB of long-lived objects in each worker; every full

@@ -12,6 +12,8 @@ judge: its store, its cache and its TTL, and its cache cleared when a password c
 The locks are striped by a keyed hash of the credentials: a fixed number, never a growing map,
 and no password kept; two credentials that share a stripe take turns for a cache look-up, or
 for one scrypt when neither is cached.
+
+Within one request the answer is asked for several times; it is checked once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 STRIPES = 64
 _STRIPES = tuple(threading.Lock() for _ in range(STRIPES))
 _SECRET = secrets.token_bytes(32)
+_ANSWER = "mlflow_stack_login"
 
 
 def stripe(username: str, password: str) -> int:
@@ -34,7 +37,20 @@ def stripe(username: str, password: str) -> int:
 
 def authenticate_request() -> Any:
     """``mlflow.server.auth:authenticate_request_basic_auth``, one caller per credential at a
-    time; what it returns (the request's authorization, or MLflow's 401) is returned as is."""
+    time; what it returns (the request's authorization, or MLflow's 401) is returned as is.
+
+    MLflow asks two to four times in one request (its check, whether the sender is an admin,
+    each validator); the first answer is kept in the request's ``g`` for the others."""
+    from flask import g
+
+    answer = g.get(_ANSWER)
+    if answer is None:
+        answer = _check()
+        setattr(g, _ANSWER, answer)
+    return answer
+
+
+def _check() -> Any:
     from flask import request
     from mlflow.server.auth import authenticate_request_basic_auth
 

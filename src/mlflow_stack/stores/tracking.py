@@ -74,7 +74,9 @@ from mlflow.utils.validation import (
     _validate_run_id,
 )
 
+from mlflow_stack.server.phase import authorizing
 from mlflow_stack.stores.engine import create_engine
+from mlflow_stack.stores.owners import AuthorizingRun, RunOwners
 from mlflow_stack.stores.reads import LoadedRun, load_runs
 from mlflow_stack.stores.search import page_of_ids
 
@@ -194,7 +196,26 @@ class TrackingStore(SqlAlchemyStore):
 
     # -- reads: a run or a page of runs in a constant number of statements ------------------
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: which experiment each run this process read or created belongs to
+        self.owners = RunOwners()
+        super().__init__(*args, **kwargs)
+
     def get_run(self, run_id: str) -> Run:
+        """The run; while MLflow authorizes a request on it, a run whose experiment is known
+        answers that at once and reads the rest only if asked (:mod:`~.owners`)."""
+        if authorizing():
+            experiment_id = self.owners.experiment_of(run_id)
+            if experiment_id is not None:
+                return AuthorizingRun(run_id, experiment_id, lambda: self._read_run(run_id))
+        return self._read_run(run_id)
+
+    def _read_run(self, run_id: str) -> Run:
+        run = self._load_run(run_id)
+        self.owners.remember(run)
+        return run
+
+    def _load_run(self, run_id: str) -> Run:
         with self.ManagedSessionMaker() as session:
             loaded = load_runs(session, [run_id]).get(run_id)
             if loaded is None:
@@ -326,7 +347,19 @@ class TrackingStore(SqlAlchemyStore):
             # MLflow's inputs query flushed the run here, as an autoflush: a database refusal
             # (a tag key given twice) is raised now, with the very words MLflow's has.
             session._autoflush()
-            return Run(run.info, run.data, RunInputs(dataset_inputs=[]))
+        created = Run(run.info, run.data, RunInputs(dataset_inputs=[]))
+        self.owners.remember(created)
+        return created
+
+    def _hard_delete_run(self, run_id: str) -> None:
+        self.owners.forget(run_id)
+        super()._hard_delete_run(run_id)
+        self.owners.forget(run_id)
+
+    def _hard_delete_experiment(self, experiment_id: str) -> None:
+        self.owners.forget_all()
+        super()._hard_delete_experiment(experiment_id)
+        self.owners.forget_all()
 
     def log_batch(
         self, run_id: str, metrics: list[Metric], params: list[Param], tags: list[RunTag]

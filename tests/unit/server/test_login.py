@@ -103,3 +103,13 @@ def test_the_stripe_of_a_credential_depends_on_both_parts() -> None:
     assert login.stripe("ada", "a") == login.stripe("ada", "a")
     seen = {login.stripe("ada", f"password-{i}") for i in range(200)}
     assert len(seen) > 32
+
+
+def test_within_one_request_the_credentials_are_checked_once(check: SlowCheck) -> None:
+    app = Flask(__name__)
+    with app.test_request_context("/api/2.0/mlflow/runs/get", headers=basic("ada", "pw-1")):
+        answers = [login.authenticate_request() for _ in range(4)]  # as MLflow asks, per request
+    assert answers == ["authorized ada"] * 4 and check.calls == 1
+    with app.test_request_context("/api/2.0/mlflow/runs/get", headers=basic("ada", "pw-1")):
+        assert login.authenticate_request() == "authorized ada"
+    assert check.calls == 2  # the next request checks again
