@@ -22,6 +22,7 @@ FLOORS: tuple[frozenset[str], ...] = (
     frozenset({"server"}),
     frozenset({"gc"}),
     frozenset({"stores"}),
+    frozenset({"caching"}),
     frozenset({"settings"}),
     frozenset({"waiting"}),
     frozenset({"errors"}),

@@ -32,7 +32,7 @@ import json
 import os
 
 from mlflow_stack.gc import ENDPOINT as GC_ENDPOINT
-from mlflow_stack.server import authstore, phase
+from mlflow_stack.server import authstore
 from mlflow_stack.server.asgi import ASGIApp, Message, Receive, Scope, Send
 from mlflow_stack.server.credentials import CredentialGuard
 from mlflow_stack.server.gc_endpoint import GarbageCollectionEndpoint, server_collector
@@ -41,6 +41,7 @@ from mlflow_stack.server.hosts import HostCheck, HostPolicy
 from mlflow_stack.server.metrics import RequestMetrics, RouteLabels, install_endpoint
 from mlflow_stack.server.validation import RequestValidator, mlflow_routes
 from mlflow_stack.settings.contract import Settings
+from mlflow_stack.stores import phase
 
 SERVER_INFO_PATHS = frozenset({"/api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/server-info"})
 

@@ -74,9 +74,9 @@ from mlflow.utils.validation import (
     _validate_run_id,
 )
 
-from mlflow_stack.server.phase import authorizing
 from mlflow_stack.stores.engine import create_engine
 from mlflow_stack.stores.owners import AuthorizingRun, RunOwners
+from mlflow_stack.stores.phase import authorizing
 from mlflow_stack.stores.reads import LoadedRun, load_runs
 from mlflow_stack.stores.search import page_of_ids
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Flask, Response
 
-from mlflow_stack.server import phase
+from mlflow_stack.stores import phase
 
 
 def app_with(refuse: bool) -> tuple[Flask, dict[str, list[bool]]]:
