@@ -29,7 +29,12 @@ from mlflow_stack.settings.contract import Settings
 
 log = logging.getLogger(__name__)
 
-KEEP_ALIVE = 5  # seconds an idle kept-alive connection stays open: uvicorn's default
+# Seconds an idle kept-alive connection stays open: longer than the AWS load balancer's idle
+# timeout (300 s, terraform/modules/server), so that the balancer, not the server, closes an
+# idle connection; otherwise a request sent as the server closes it is lost (a 502 from the
+# balancer; a "connection broken" retry warning in MLflow's client after a pause of about
+# uvicorn's default 5 s). An idle connection costs a socket and a few kB.
+KEEP_ALIVE = 310
 GRACEFUL_TIMEOUT = 25  # seconds in-flight requests get on SIGTERM, inside compose's and the
 #                        native runtime's 30 s before they kill
 

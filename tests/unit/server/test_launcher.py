@@ -5,8 +5,10 @@ tests/integration/test_runtime.py and test_faults.py)."""
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy
@@ -137,3 +139,11 @@ def test_release_connections_without_an_engine_is_a_no_op(monkeypatch: pytest.Mo
 
     monkeypatch.delattr(auth.store, "engine", raising=False)
     launcher.release_connections()  # no error
+
+
+def test_idle_connections_outlive_the_load_balancers_idle_timeout() -> None:
+    """The balancer must close an idle connection first: if the server does, a request the
+    balancer sends on it meanwhile is answered 502 (AWS's advice for ALB targets)."""
+    main = Path(__file__).parents[3] / "terraform" / "modules" / "server" / "main.tf"
+    (balancer,) = re.findall(r"^\s*idle_timeout\s*=\s*(\d+)", main.read_text(), re.MULTILINE)
+    assert int(balancer) < KEEP_ALIVE
