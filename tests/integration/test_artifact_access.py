@@ -99,3 +99,18 @@ def test_experiments_cannot_point_their_artifacts_into_the_bucket(stack: LiveSta
         f"proxied-{uuid.uuid4().hex[:6]}", artifact_location="mlflow-artifacts:/elsewhere"
     )
     assert client.get_experiment(allowed).artifact_location == "mlflow-artifacts:/elsewhere"
+
+
+def test_a_denied_user_cannot_download_the_experiments_artifacts_through_the_proxy(
+    stack: LiveStack, client: Any, experiment_id: str, outsider: tuple[str, str]
+) -> None:
+    run = client.create_run(experiment_id)
+    client.log_text(run.info.run_id, SECRET, "model/secret.txt")
+    path = f"{experiment_id}/{run.info.run_id}/artifacts/model/secret.txt"
+    for prefix in ("/api/2.0", "/ajax-api/2.0"):
+        url = f"{stack.tracking_uri}{prefix}/mlflow-artifacts/artifacts/{path}"
+        denied = requests.get(url, auth=outsider, timeout=30)
+        assert denied.status_code == 403, denied.text
+        assert SECRET not in denied.text
+        allowed = requests.get(url, auth=stack.admin, timeout=30)
+        assert (allowed.status_code, allowed.text) == (200, SECRET)

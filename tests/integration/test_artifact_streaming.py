@@ -1,6 +1,7 @@
 """Proxied uploads stream into S3 (multipart above one part) and arrive whole, however fast or
 slow the client sends; an upload cut off half-way leaves neither an object nor unfinished
-multipart parts in the bucket."""
+multipart parts in the bucket. Proxied downloads stream back with the stored size as their
+Content-Length; a directory or a missing path gets MLflow's error."""
 
 from __future__ import annotations
 
@@ -177,3 +178,33 @@ def test_a_part_damaged_on_the_way_to_s3_is_refused(
     assert pending_uploads(stack, prefix) == []
     listed = s3.list_objects_v2(Bucket=stack.settings.s3_bucket, Prefix=prefix)
     assert listed.get("KeyCount", 0) == 0
+
+
+def test_a_proxied_download_streams_the_stored_object_with_its_size(stack: LiveStack) -> None:
+    key = f"streaming/{uuid.uuid4().hex}/weights.bin"
+    body = os.urandom(5 * 2**20 + 3)
+    stack.s3().put_object(Bucket=stack.settings.s3_bucket, Key=key, Body=body)
+
+    with requests.get(upload_url(stack, key), auth=stack.admin, stream=True, timeout=120) as got:
+        assert got.status_code == 200, got.text
+        assert got.headers["Content-Length"] == str(len(body))
+        assert "Transfer-Encoding" not in got.headers
+        assert got.headers["Content-Disposition"] == "attachment; filename=weights.bin"
+        assert got.headers["X-Content-Type-Options"] == "nosniff"
+        received = b"".join(got.iter_content(2**16))
+    assert hashlib.sha256(received).digest() == hashlib.sha256(body).digest()
+
+
+def test_a_download_of_a_directory_or_of_nothing_is_mlflows_error(stack: LiveStack) -> None:
+    prefix = f"streaming/{uuid.uuid4().hex}"
+    stack.s3().put_object(Bucket=stack.settings.s3_bucket, Key=f"{prefix}/model/MLmodel", Body=b"x")
+
+    directory = requests.get(upload_url(stack, f"{prefix}/model"), auth=stack.admin, timeout=30)
+    assert directory.status_code == 400
+    assert directory.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert directory.json()["message"] == (
+        f"Artifact path refers to a directory, not a file: '{prefix}/model'"
+    )
+    missing = requests.get(upload_url(stack, f"{prefix}/gone"), auth=stack.admin, timeout=30)
+    assert missing.status_code == 404
+    assert missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"

@@ -17,6 +17,9 @@ refused ones included, for ``GET /metrics``):
    admin-only ``POST /api/2.0/mlflow-stack/gc``;
 6. :class:`ProxiedArtifactsOnly` (below).
 
+Inside, MLflow's FastAPI app gets one route of the stack's own in front of its own:
+:mod:`~mlflow_stack.server.downloads` streams proxied downloads from S3.
+
 With artifacts proxied to S3, MLflow advertises presigned multipart uploads and downloads in
 ``/api/3.0/mlflow/server-info``, and its client then moves artifact bytes straight to and from
 the S3 endpoint instead of through the server. The stack's clients often cannot reach that
@@ -32,7 +35,7 @@ import json
 import os
 
 from mlflow_stack.gc import ENDPOINT as GC_ENDPOINT
-from mlflow_stack.server import authstore
+from mlflow_stack.server import authstore, downloads
 from mlflow_stack.server.asgi import ASGIApp, Message, Receive, Scope, Send
 from mlflow_stack.server.credentials import CredentialGuard
 from mlflow_stack.server.gc_endpoint import GarbageCollectionEndpoint, server_collector
@@ -100,6 +103,8 @@ def create_app() -> ASGIApp:
     authstore.install()  # MLflow's auth store, its per-request reads kept (bounded)
     with phase.bracket(flask_app):  # the tracking store knows when MLflow authorizes
         app = create_basic_auth_app()
+    if hasattr(app, "router"):  # MLflow's FastAPI app (under uvicorn, as always here)
+        downloads.install(app)  # proxied downloads streamed from S3
     install_endpoint(flask_app)
     mlflow_routes()  # build the route table now, not on the first request
     # MLflow's imports leave ~500 MB of long-lived objects in each worker; every full

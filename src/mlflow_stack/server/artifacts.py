@@ -15,13 +15,18 @@ is still arriving: a few parts in flight, memory bounded by them, and an aborted
 gone, S3 error) leaves neither an object nor a dangling multipart upload behind. The route
 answers 200 only once the stored object has been checked to hold every byte received; if it
 does not, it is deleted and the client gets a 500 saying so, which MLflow's client retries.
+
+Proxied downloads stream too (:mod:`mlflow_stack.server.downloads`): :meth:`open_object` opens
+the stored object for reading, one request to S3, so its bytes can go to the client while they
+arrive rather than after a copy to a temporary file.
 """
 
 from __future__ import annotations
 
 import mimetypes
 import posixpath
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from mlflow.exceptions import MlflowException
@@ -32,6 +37,32 @@ from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository as Mlflo
 from mlflow_stack.server.multipart import MultipartUpload, UploadIntegrityError
 
 MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+@dataclass
+class StoredObject:
+    """An object opened for reading: its size and its bytes, read as they arrive."""
+
+    size: int
+    body: Any  # botocore's StreamingBody
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        """The bytes in pieces of at most ``size``; closes the body at the end or on error.
+        A body shorter than the stored size raises (botocore checks the length)."""
+        try:
+            yield from self.body.iter_chunks(size)
+        finally:
+            self.body.close()
+
+    def close(self) -> None:
+        self.body.close()
+
+
+def directory_error(artifact_path: str) -> MlflowException:
+    """MLflow's answer for a download of a directory (its local-file branch says this)."""
+    return MlflowException.invalid_parameter_value(
+        f"Artifact path refers to a directory, not a file: '{artifact_path}'"
+    )
 
 
 class S3ArtifactRepository(MlflowS3Repository, StreamUploadMixin):
@@ -46,6 +77,37 @@ class S3ArtifactRepository(MlflowS3Repository, StreamUploadMixin):
                     f"No artifact at {remote_file_path!r}", error_code=RESOURCE_DOES_NOT_EXIST
                 ) from None
             raise
+
+    def open_object(self, artifact_path: str) -> StoredObject:
+        """Open the artifact at ``artifact_path`` (relative to this repository) for reading.
+
+        A missing object is MLflow's RESOURCE_DOES_NOT_EXIST, unless objects exist below it as
+        a directory: then it is MLflow's INVALID_PARAMETER_VALUE for a directory."""
+        from botocore.exceptions import ClientError
+
+        bucket, root = self.parse_s3_compliant_uri(self.artifact_uri)
+        key = posixpath.join(root, artifact_path)
+        client = self._get_s3_client()
+        try:
+            found = client.get_object(Bucket=bucket, Key=key, **self._bucket_owner_params)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in MISSING:
+                raise
+            below = client.list_objects_v2(
+                Bucket=bucket,
+                Prefix=key.rstrip("/") + "/",
+                MaxKeys=1,
+                **self._bucket_owner_params,
+            )
+            if below.get("KeyCount", 0):
+                raise directory_error(artifact_path) from None
+            raise MlflowException(  # MLflow's download_artifacts words it so
+                "The following failures occurred while downloading one or more artifacts from "
+                f"{self.artifact_uri}:\n##### File {artifact_path} #####\n"
+                f"No artifact at {artifact_path!r}",
+                error_code=RESOURCE_DOES_NOT_EXIST,
+            ) from None
+        return StoredObject(size=found["ContentLength"], body=found["Body"])
 
     def _destination(self, file_name: str, artifact_path: str | None) -> tuple[str, str]:
         bucket, key = self.parse_s3_compliant_uri(self.artifact_uri)
