@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -13,7 +14,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -115,6 +117,10 @@ class Terraform:
             )
         return result
 
+    def sharing(self, provider: SharedProvider) -> Terraform:
+        """The same Terraform, using ``provider``'s running process instead of starting one."""
+        return replace(self, env={**self.env, "TF_REATTACH_PROVIDERS": provider.reattach})
+
     def start(self, *args: str, log: Path) -> Running:
         """Start Terraform in the background; its output goes to a file (a pipe that nobody
         reads while another process is awaited would fill up and stall it)."""
@@ -209,6 +215,81 @@ def write_stubs(directory: Path, stubs: dict[str, str], interpreter: str = sys.e
         stub.write_text(f"#!{interpreter}\n{body}")
         stub.chmod(0o755)
     return directory
+
+
+# --- one AWS provider process for the plans that never configure it ---
+
+_REATTACH = re.compile(r"TF_REATTACH_PROVIDERS='(\{.*\})'")
+
+
+@dataclass
+class SharedProvider:
+    """The mirror's AWS provider, started once in Terraform's provider-debug mode
+    (``-debug``), which Terraform reaches through ``TF_REATTACH_PROVIDERS`` instead of
+    starting the 675 MB binary itself, two or three times per command and per run block of
+    a test file: ``terraform test`` of database.tftest.hcl took 27 s of CPU that way and 6 s
+    with it. The binary is the one ``init`` installs (the mirror's, checked against the lock
+    file). A provider process holds one configuration at a time, so it serves only commands
+    that configure it alike or not at all: validate, the test files with a mocked provider,
+    and stack.tftest.hcl's runs (all configured for the same moto). The emulator's plans and
+    applies (two deployments at once, each configured for its own moto) start their own."""
+
+    process: subprocess.Popen[bytes]
+    reattach: str
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def provider_binary() -> Path:
+    """The mirror's AWS provider at the version the lock file names."""
+    lock = (TERRAFORM_SRC / ".terraform.lock.hcl").read_text()
+    match = re.search(
+        r'provider "registry.terraform.io/hashicorp/aws" \{\s*version\s*=\s*"([^"]+)"', lock
+    )
+    assert match, "the lock file names no hashicorp/aws version"
+    found = sorted(
+        (PROVIDER_MIRROR / "registry.terraform.io/hashicorp/aws" / match[1]).glob(
+            "*/terraform-provider-aws_*"
+        )
+    )
+    if not found:
+        missing(f"the AWS provider {match[1]} is not in the mirror {PROVIDER_MIRROR}")
+    return found[0]
+
+
+def start_shared_provider(log: Path) -> SharedProvider:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
+    env.update(fake_aws_environment())
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(provider_binary()), "-debug"], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = _REATTACH.search(log.read_text(errors="replace"))
+        if found:
+            return SharedProvider(process, found[1])
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    SharedProvider(process, "").stop()
+    pytest.fail(f"the AWS provider did not start in debug mode:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def shared_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedProvider]:
+    provider = start_shared_provider(tmp_path_factory.mktemp("aws-provider") / "provider.log")
+    try:
+        yield provider
+    finally:
+        provider.stop()
 
 
 # --- moto ---

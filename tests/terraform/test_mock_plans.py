@@ -15,6 +15,7 @@ from tests.terraform.conftest import (
     MODULES,
     TERRAFORM_SRC,
     Running,
+    SharedProvider,
     Terraform,
     start_moto,
     stop_moto,
@@ -33,15 +34,17 @@ def run_names(name: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def terraform_test_runs(
-    tf_root: Terraform, tmp_path_factory: pytest.TempPathFactory
+    tf_root: Terraform, shared_provider: SharedProvider, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Running]]:
-    """Every test file started at once (they share the initialised root, and only read it)."""
+    """Every test file started at once (they share the initialised root, and only read it).
+    They share one provider process: the mocked files never configure it, and
+    stack.tftest.hcl's runs, one after another, configure it alike (for moto)."""
     logs = tmp_path_factory.mktemp("terraform-test")
     moto = start_moto(tmp_path_factory.mktemp("moto-passwords"))
     moto_vars = logs / "moto.tfvars"
     moto_vars.write_text(f'moto_url = "{moto.url}"\n')
     running = {
-        name: tf_root.start(
+        name: tf_root.sharing(shared_provider).start(
             "test",
             "-no-color",
             f"-filter=tests/{name}",

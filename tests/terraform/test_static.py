@@ -16,6 +16,7 @@ from tests.terraform.conftest import (
     MODULES,
     REPO,
     TERRAFORM_SRC,
+    SharedProvider,
     Terraform,
     TerraformFactory,
 )
@@ -48,18 +49,18 @@ def test_terraform_fmt_is_clean(tf_factory: TerraformFactory) -> None:
     assert result.returncode == 0, f"run `terraform fmt -recursive terraform`:\n{result.stdout}"
 
 
-def test_root_configuration_is_valid(tf_root: Terraform) -> None:
-    result = tf_root.run("validate", "-no-color")
+def test_root_configuration_is_valid(tf_root: Terraform, shared_provider: SharedProvider) -> None:
+    result = tf_root.sharing(shared_provider).run("validate", "-no-color")
     assert "Success! The configuration is valid." in result.stdout
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_module_is_valid_on_its_own(
-    tf_factory: TerraformFactory, tf_root: Terraform, module: str
+    tf_factory: TerraformFactory, tf_root: Terraform, shared_provider: SharedProvider, module: str
 ) -> None:
     terraform = tf_factory.in_existing(tf_root, f"modules/{module}")
     terraform.init()
-    result = terraform.run("validate", "-no-color")
+    result = terraform.sharing(shared_provider).run("validate", "-no-color")
     assert "Success! The configuration is valid." in result.stdout
 
 
