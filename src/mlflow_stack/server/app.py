@@ -33,6 +33,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+from typing import Any
 
 from mlflow_stack.gc import ENDPOINT as GC_ENDPOINT
 from mlflow_stack.server import authstore, downloads
@@ -91,6 +92,23 @@ class ProxiedArtifactsOnly:
         await self.app(scope, receive, rewrite)
 
 
+def answer_mlflow_errors(flask_app: Any) -> None:
+    """An MlflowException raised outside MLflow's handlers (in its before-request functions:
+    the login check, the auth store) gets MLflow's JSON error and status, as one raised in a
+    handler does, instead of Flask's HTML 500 page."""
+    from flask import Response
+    from mlflow.exceptions import MlflowException
+
+    def answer(error: MlflowException) -> Response:
+        return Response(
+            error.serialize_as_json(),
+            status=error.get_http_status_code(),
+            mimetype="application/json",
+        )
+
+    flask_app.register_error_handler(MlflowException, answer)
+
+
 def create_app() -> ASGIApp:
     """Build the app in a worker: :class:`~mlflow_stack.server.launcher.StackWorker` calls it
     after the fork, and ``mlflow server --app-name mlflow-stack`` (the job-runner set-up) in
@@ -106,6 +124,7 @@ def create_app() -> ASGIApp:
     if hasattr(app, "router"):  # MLflow's FastAPI app (under uvicorn, as always here)
         downloads.install(app)  # proxied downloads streamed from S3
     install_endpoint(flask_app)
+    answer_mlflow_errors(flask_app)
     mlflow_routes()  # build the route table now, not on the first request
     # MLflow's imports leave ~500 MB of long-lived objects in each worker; every full
     # collection used to walk them all, which showed as p95 spikes on large responses

@@ -16,6 +16,12 @@ Everything else is MLflow's: the class is MLflow's store with these two reads ca
 MLflow's auth app keeps using it as its module-level ``store`` (:func:`install` puts an
 instance there before the app initialises it). Passwords stay MLflow's to check, in MLflow's
 own credential cache (``MLFLOW_STACK_AUTH_CACHE_TTL``).
+
+An outage of the auth database is noted for the request (:func:`unavailable`): MLflow's login
+check reads the user after checking the password and takes any error of that read for a user
+deleted meanwhile, answering 401 to good credentials while PostgreSQL is down; MLflow's
+client does not retry a 401, so a training script would stop. :mod:`~mlflow_stack.server.login`
+answers MLflow's 503 instead.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import logging
 from collections.abc import Collection
 from typing import Any
 
+from mlflow.exceptions import MlflowException
 from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
 from mlflow_stack.caching import BoundedCache
@@ -33,6 +40,21 @@ log = logging.getLogger(__name__)
 #: Seconds another worker may keep acting on a user's or grant's previous state.
 KEPT_FOR = 2.0
 _WROTE = "mlflow_stack_wrote"
+_UNAVAILABLE = "mlflow_stack_auth_store_unavailable"
+
+
+def unavailable() -> MlflowException | None:
+    """The auth database's failure met in this request, if any (a Flask request only)."""
+    from flask import g, has_app_context
+
+    return g.get(_UNAVAILABLE) if has_app_context() else None
+
+
+def _note(error: MlflowException) -> None:
+    from flask import g, has_app_context
+
+    if error.error_code == "TEMPORARILY_UNAVAILABLE" and has_app_context():
+        setattr(g, _UNAVAILABLE, error)
 
 
 def is_read(statement: str) -> bool:
@@ -52,7 +74,11 @@ class StackAuthStore(SqlAlchemyStore):
         self._watch_writes(self.engine)
 
     def get_user(self, username: str) -> Any:
-        return self.users.get(username, lambda: super(StackAuthStore, self).get_user(username))
+        try:
+            return self.users.get(username, lambda: super(StackAuthStore, self).get_user(username))
+        except MlflowException as error:
+            _note(error)
+            raise
 
     def list_grants(self, user_id: int, workspace: str, resource_types: Collection[str]) -> list:
         key = (user_id, workspace, frozenset(resource_types))

@@ -14,6 +14,11 @@ and no password kept; two credentials that share a stripe take turns for a cache
 for one scrypt when neither is cached.
 
 Within one request the answer is asked for several times; it is checked once.
+
+When MLflow's check answers 401 because the auth database failed while it read the user
+(:func:`mlflow_stack.server.authstore.unavailable`), the request gets MLflow's 503
+TEMPORARILY_UNAVAILABLE instead, which clients retry; a 401 would also make the stack's
+credential guard refuse the good credentials for seconds after the database is back.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import hmac
 import secrets
 import threading
 from typing import Any
+
+from mlflow_stack.server import authstore
 
 STRIPES = 64
 _STRIPES = tuple(threading.Lock() for _ in range(STRIPES))
@@ -57,5 +64,11 @@ def _check() -> Any:
     credentials = request.authorization
     if credentials is None or credentials.type != "basic" or credentials.username is None:
         return authenticate_request_basic_auth()  # MLflow answers 401 without a check
+    from werkzeug.datastructures import Authorization
+
     with _STRIPES[stripe(credentials.username, credentials.password or "")]:
-        return authenticate_request_basic_auth()
+        answer = authenticate_request_basic_auth()
+    failure = authstore.unavailable()
+    if failure is not None and not isinstance(answer, Authorization):
+        raise failure  # answered as MLflow answers it, by the app's error handler
+    return answer

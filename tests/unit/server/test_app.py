@@ -98,3 +98,28 @@ def test_create_app_freezes_the_startup_heap_and_wraps_mlflow_in_the_stacks_laye
         GarbageCollectionEndpoint,
     ]
     assert app is mlflow_like_app  # presigned URLs allowed: server-info left alone
+
+
+def test_an_mlflow_error_before_the_handler_is_mlflows_json_not_flasks_html() -> None:
+    from flask import Flask
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    from mlflow_stack.server.app import answer_mlflow_errors
+
+    app = Flask(__name__)
+
+    @app.before_request
+    def database_down() -> None:
+        raise MlflowException("could not connect", error_code=TEMPORARILY_UNAVAILABLE)
+
+    @app.route("/api/2.0/mlflow/runs/get")
+    def never() -> str:
+        return "unreachable"
+
+    answer_mlflow_errors(app)
+    answer = app.test_client().get("/api/2.0/mlflow/runs/get")
+    assert answer.status_code == 503
+    assert answer.mimetype == "application/json"
+    assert answer.get_json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    assert answer.get_json()["message"] == "could not connect"

@@ -113,3 +113,58 @@ def test_within_one_request_the_credentials_are_checked_once(check: SlowCheck) -
     with app.test_request_context("/api/2.0/mlflow/runs/get", headers=basic("ada", "pw-1")):
         assert login.authenticate_request() == "authorized ada"
     assert check.calls == 2  # the next request checks again
+
+
+@pytest.fixture
+def stack_store(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """MLflow's check with its credential cache, on the stack's auth store (no database: the
+    password check passes and the user read is set by each test)."""
+    import mlflow.server.auth
+    from cachetools import TTLCache
+
+    from mlflow_stack.server.authstore import StackAuthStore
+
+    store = StackAuthStore()
+    monkeypatch.setattr(store, "authenticate_user", lambda *args, **kwargs: True)
+    monkeypatch.setattr(mlflow.server.auth, "store", store)
+    monkeypatch.setattr(mlflow.server.auth, "_USER_AUTH_CACHE", TTLCache(maxsize=10, ttl=60))
+    return store
+
+
+def reading_the_user_fails(monkeypatch: pytest.MonkeyPatch, error_code: str) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    code = databricks_pb2.ErrorCode.Value(error_code)
+
+    def fails(self: Any, username: str) -> Any:
+        raise MlflowException(f"reading {username} failed", error_code=code)
+
+    monkeypatch.setattr(SqlAlchemyStore, "get_user", fails)
+
+
+def test_the_database_failing_as_the_user_is_read_is_mlflows_503_not_a_401(
+    stack_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    reading_the_user_fails(monkeypatch, "TEMPORARILY_UNAVAILABLE")
+    app = Flask(__name__)
+    with (
+        app.test_request_context("/api/2.0/mlflow/runs/get", headers=basic("ada", "pw")),
+        pytest.raises(MlflowException) as raised,
+    ):
+        login.authenticate_request()
+    assert raised.value.error_code == "TEMPORARILY_UNAVAILABLE"
+    assert raised.value.get_http_status_code() == 503
+
+
+def test_a_user_deleted_as_it_is_read_is_still_mlflows_401(
+    stack_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reading_the_user_fails(monkeypatch, "RESOURCE_DOES_NOT_EXIST")
+    app = Flask(__name__)
+    with app.test_request_context("/api/2.0/mlflow/runs/get", headers=basic("ada", "pw")):
+        answer = login.authenticate_request()
+    assert answer.status_code == 401
