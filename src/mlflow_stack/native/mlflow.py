@@ -14,16 +14,25 @@ from mlflow_stack.settings.contract import Settings
 from mlflow_stack.waiting import NotReady
 
 
-def http_status(url: str, *, auth: tuple[str, str] | None = None, timeout: float = 3) -> int:
+def http_answer(
+    url: str, *, auth: tuple[str, str] | None = None, timeout: float = 3
+) -> tuple[int, str]:
+    """The status and the first line of the body (at most 200 characters)."""
     request = urllib.request.Request(url)  # noqa: S310 - http URLs we build ourselves
     if auth:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            return response.status
+            status, body = response.status, response.read(4096)
     except urllib.error.HTTPError as error:
-        return error.code
+        status, body = error.code, error.read(4096)
+    lines = body.decode("utf-8", "replace").strip().splitlines()
+    return status, lines[0][:200] if lines else ""
+
+
+def http_status(url: str, *, auth: tuple[str, str] | None = None, timeout: float = 3) -> int:
+    return http_answer(url, auth=auth, timeout=timeout)[0]
 
 
 QUIET_WARNINGS = "ignore:starlette.middleware.wsgi is deprecated:UserWarning"
@@ -62,9 +71,9 @@ class MlflowService(Service):
     def check(self, timeout: float = CHECK_TIMEOUT) -> None:
         base = self.settings.tracking_uri
         try:
-            health = http_status(f"{base}/health", timeout=timeout)
-            if health != 200:
-                raise NotReady(f"/health answered HTTP {health}")
+            health, said = http_answer(f"{base}/health", timeout=timeout)
+            if health != 200:  # with the server's reason, e.g. "unhealthy: the backend ..."
+                raise NotReady(f"/health answered HTTP {health}" + (f": {said}" if said else ""))
             # /health skips the Host check and auth: prove a logged-in API call works too.
             api = http_status(
                 f"{base}/api/2.0/mlflow/experiments/search?max_results=1",

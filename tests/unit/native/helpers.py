@@ -91,6 +91,7 @@ class Route:
     status: int = 200
     #: (user, password) the route demands; others get 401.
     auth: tuple[str, str] | None = None
+    body: bytes = b"{}"
 
 
 @dataclass
@@ -114,7 +115,7 @@ class LoopbackHTTP:
                     token = base64.b64encode(":".join(route.auth).encode()).decode()
                     if header != f"Basic {token}":
                         status = 401
-                body = b"{}"
+                body = route.body
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -133,6 +133,16 @@ def test_an_unhealthy_health_endpoint_is_not_ready(
         service_on(http_server.port, tmp_path).check(timeout=2)
 
 
+def test_an_unhealthy_health_endpoint_gives_the_servers_reason(
+    http_server: LoopbackHTTP, tmp_path: Path
+) -> None:
+    reason = b"unhealthy: the backend store did not answer within 3 s"
+    http_server.routes["/health"] = Route(503, body=reason + b"\nsecond line")
+    with pytest.raises(NotReady) as raised:
+        service_on(http_server.port, tmp_path).check(timeout=2)
+    assert str(raised.value) == f"/health answered HTTP 503: {reason.decode()}"
+
+
 @pytest.mark.parametrize("status", [401, 403, 500])
 def test_a_failing_authenticated_call_is_not_ready(
     http_server: LoopbackHTTP, tmp_path: Path, status: int
