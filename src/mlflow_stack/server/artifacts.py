@@ -54,9 +54,6 @@ class StoredObject:
         finally:
             self.body.close()
 
-    def close(self) -> None:
-        self.body.close()
-
 
 def directory_error(artifact_path: str) -> MlflowException:
     """MLflow's answer for a download of a directory (its local-file branch says this)."""
