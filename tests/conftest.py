@@ -205,11 +205,12 @@ def which_or_fail(name: str) -> str:
 #
 # Two slow things wait mostly on others, so they start first and run in the background: the
 # Terraform emulator's applies (provider waiters on moto) and the Docker provisioning of the
-# compose tests (apt, debootstrap, image builds, `docker compose up --wait`). The Terraform
-# tests run first, then the compose tests, then the tests that start servers, then the fast
-# folders; the emulator's destroy starts after the last test that reads its deployments and is
-# checked last. Under pytest-xdist (`make test` runs 3 workers) the same order is the plan of
-# the scheduler, and the controller does the Docker provisioning (see tests/parallel.py).
+# compose tests (apt, debootstrap, image builds, `docker compose up --wait`). The compose
+# tests go out first (their unit starts the applies), then the other Terraform tests, then the
+# tests that start servers, then the fast folders; the emulator's destroy starts after the last
+# test that reads its deployments and is checked last. Under pytest-xdist (`make test` runs 4
+# workers) the same order is the plan of the scheduler, and the controller does the Docker
+# provisioning (see tests/parallel.py).
 
 import contextlib  # noqa: E402
 import threading  # noqa: E402
@@ -262,20 +263,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     heavy = [item for item in rest if any(_within(item, folder) for folder in HEAVY_TESTS)]
     light = [item for item in rest if item not in heavy]
     items[:] = [
-        *static, *compose_first, *reading, *compose_reading, *heavy, *light, *destroy
+        *compose_first, *static, *reading, *compose_reading, *heavy, *light, *destroy
     ]  # fmt: skip
     readers = [item for item in items if item not in destroy and "emulation" in item.fixturenames]
     _LAST_EMULATION_READER[:] = readers[-1:]
 
 
-@pytest.fixture(autouse=True)
-def _start_the_emulator_with_its_unit(request: pytest.FixtureRequest) -> None:
+def start_the_emulator_with_its_unit(request: pytest.FixtureRequest, nodeid: str) -> None:
     """Under xdist, the emulator's applies start with the first test of the unit that reads
     them (on the one worker that runs it), to run while the compose tests do. A failure is not
     raised here: the tests that read the deployments meet it themselves."""
-    if is_worker(request.config) and scope_of(request.node.nodeid) == EMULATED and not STARTED:
+    if is_worker(request.config) and scope_of(nodeid) == EMULATED and not STARTED:
         with contextlib.suppress(Exception, pytest.skip.Exception, pytest.fail.Exception):
             request.getfixturevalue("emulation")
+
+
+@pytest.fixture(autouse=True)
+def _start_the_emulator_with_its_unit(request: pytest.FixtureRequest) -> None:
+    start_the_emulator_with_its_unit(request, request.node.nodeid)
 
 
 @pytest.hookimpl(optionalhook=True)

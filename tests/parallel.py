@@ -7,9 +7,10 @@ shares session state, and the Docker provisioning of the compose tests in the co
   are applied in the background while the compose tests run, and destroyed after the last
   reader), and the example scripts' tests.
 - **Order.** Units go out in the order of the collection (tests/conftest.py sorts it): the
-  Terraform modules and the emulated unit first (its worker waits for the Docker provisioning
-  at first, while the others work), then the modules that start servers, then the fast
-  folders, which fill the gaps at the end.
+  emulated unit first, since it is the longest chain (apply, read, roll, destroy: ~7 minutes,
+  most of it provider waiters) and starts the applies before it waits for the Docker
+  provisioning; then the other Terraform modules, the modules that start servers, and the
+  fast folders, which fill the gaps at the end.
 - **Docker.** The compose tests' engine and stack take minutes of apt, image builds and
   `docker compose up --wait`; the controller, which runs no test, does that in a thread from
   the start of the session and hands the stack to whichever worker runs the compose unit

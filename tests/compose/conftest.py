@@ -89,9 +89,12 @@ class ComposeStack:
 def compose_engine(request: pytest.FixtureRequest) -> Engine:
     """The private engine, provisioned in the background: by this process, or under xdist by
     the controller (tests/parallel.py), which hands over through a file."""
-    from tests.conftest import PROVISIONING
+    from tests.conftest import PROVISIONING, start_the_emulator_with_its_unit
     from tests.parallel import Handoff, handoff_path
 
+    # Session fixtures are set up before the autouse one that starts the emulator's applies:
+    # they would wait here for the Docker provisioning first.
+    start_the_emulator_with_its_unit(request, "tests/compose/")
     path = handoff_path(request.config)
     if path is not None:
         handoff = Handoff.wait(path)
