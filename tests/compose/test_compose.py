@@ -165,7 +165,9 @@ def test_login_is_required_and_runs_artifacts_and_models_round_trip(
         for step in range(3):
             mlflow.log_metric("rmse", 5.0 - step, step=step)
         mlflow.log_artifact(str(blob))
-        info = mlflow.sklearn.log_model(LinearRegression().fit([[0], [1]], [0, 1]), name="model")
+        # Requirements given: inferring them re-imports the model in a subprocess (~4 s of CPU).
+        model = LinearRegression().fit([[0], [1]], [0, 1])
+        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
     got = client.get_run(run.info.run_id)
     assert got.data.params == {"alpha": "0.5", "layers": "3"}
     history = sorted(client.get_metric_history(run.info.run_id, "rmse"), key=lambda m: m.step)

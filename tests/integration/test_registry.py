@@ -24,7 +24,10 @@ def test_model_registers_takes_an_alias_and_loads_back_by_it(
     name = f"trip-duration-{uuid.uuid4().hex[:8]}"
 
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        info = mlflow.sklearn.log_model(model, name="model", input_example=features[:3])
+        # Requirements given: inferring them re-imports the model in a subprocess (~4 s of CPU).
+        info = mlflow.sklearn.log_model(
+            model, name="model", input_example=features[:3], pip_requirements=["scikit-learn"]
+        )
     version = mlflow.register_model(info.model_uri, name)
     client.set_registered_model_alias(name, "champion", version.version)
     client.set_model_version_tag(name, version.version, "validation", "passed")

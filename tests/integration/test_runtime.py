@@ -182,7 +182,9 @@ def test_everything_survives_down_and_up_and_down_leaves_no_process(
         for step in range(3):
             mlflow.log_metric("rmse", 5.0 - step, step=step)
         mlflow.log_artifact(str(artifact))
-        info = mlflow.sklearn.log_model(LinearRegression().fit([[0], [1]], [0, 1]), name="model")
+        # Requirements given: inferring them re-imports the model in a subprocess (~4 s of CPU).
+        model = LinearRegression().fit([[0], [1]], [0, 1])
+        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
     name = f"persisted-{experiment_id}"
     version = mlflow.register_model(info.model_uri, name)
     client.set_registered_model_alias(name, "champion", version.version)

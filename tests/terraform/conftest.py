@@ -230,9 +230,10 @@ class SharedProvider:
     a test file: ``terraform test`` of database.tftest.hcl took 27 s of CPU that way and 6 s
     with it. The binary is the one ``init`` installs (the mirror's, checked against the lock
     file). A provider process holds one configuration at a time, so it serves only commands
-    that configure it alike or not at all: validate, the test files with a mocked provider,
-    and stack.tftest.hcl's runs (all configured for the same moto). The emulator's plans and
-    applies (two deployments at once, each configured for its own moto) start their own."""
+    that do not overlap or configure it alike (or not at all): validate, the test files with a
+    mocked provider, and stack.tftest.hcl's runs (all configured for the same moto) share
+    one; each of the emulator's two deployments (applied at once, each configured for its own
+    moto) has one of its own."""
 
     process: subprocess.Popen[bytes]
     reattach: str

@@ -21,8 +21,10 @@ import pytest
 from tests.terraform.conftest import (
     MotoServer,
     Running,
+    SharedProvider,
     Terraform,
     TerraformFactory,
+    start_shared_provider,
     write_stubs,
 )
 
@@ -252,21 +254,37 @@ class Emulation:
 
     def __init__(self, factory: TerraformFactory, servers: list[MotoServer]) -> None:
         self.deployments: list[Deployment] = []
-        for variant, server in zip(VARIANTS, servers, strict=True):
-            terraform = factory.copy(f"moto-{variant.key}")
-            deployed = Deployment(variant, terraform, server)
-            if variant.tls:
-                route53 = server.client("route53")
-                zone = route53.create_hosted_zone(Name=ZONE, CallerReference=variant.name)
-                deployed.zone_id = zone["HostedZone"]["Id"].rsplit("/", 1)[-1]
-            (terraform.workdir / "moto_override.tf").write_text(moto_override(server.url))
-            (terraform.workdir / "moto.auto.tfvars").write_text(variant.tfvars(deployed.zone_id))
-            terraform.init()
-            self.deployments.append(deployed)
-        self._applying: dict[str, Running] | None = self._start(APPLY)
+        #: One provider process per deployment, each configured for its own moto by every
+        #: command in turn: Terraform would otherwise start the provider two or three times
+        #: per command (~2 s of CPU each). A deployment's commands never overlap.
+        self.providers: list[SharedProvider] = []
+        self._applying: dict[str, Running] | None = None
         self._applied: dict[str, Deployment] | None = None
         self._destroying: dict[str, Running] | None = None
         self._failure = ""
+        try:
+            for variant, server in zip(VARIANTS, servers, strict=True):
+                self.deployments.append(self._prepare(factory, variant, server))
+            self._applying = self._start(APPLY)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _prepare(
+        self, factory: TerraformFactory, variant: Variant, server: MotoServer
+    ) -> Deployment:
+        terraform = factory.copy(f"moto-{variant.key}")
+        provider = start_shared_provider(terraform.workdir.parent / f"provider-{variant.key}.log")
+        self.providers.append(provider)
+        deployed = Deployment(variant, terraform.sharing(provider), server)
+        if variant.tls:
+            route53 = server.client("route53")
+            zone = route53.create_hosted_zone(Name=ZONE, CallerReference=variant.name)
+            deployed.zone_id = zone["HostedZone"]["Id"].rsplit("/", 1)[-1]
+        (terraform.workdir / "moto_override.tf").write_text(moto_override(server.url))
+        (terraform.workdir / "moto.auto.tfvars").write_text(variant.tfvars(deployed.zone_id))
+        terraform.init()  # without the provider process: init installs the mirror's binary
+        return deployed
 
     def _start(self, args: tuple[str, ...]) -> dict[str, Running]:
         return {
@@ -328,6 +346,9 @@ class Emulation:
 
     def cleanup(self) -> None:
         """Stop an apply or destroy that still runs (the session ended early). Nothing else is
-        left to clean: the moto servers hold everything in memory and stop with the session."""
+        left to clean but the providers: the moto servers hold everything in memory and stop
+        with the session."""
         for run in [*(self._applying or {}).values(), *(self._destroying or {}).values()]:
             run.stop()
+        for provider in self.providers:
+            provider.stop()
