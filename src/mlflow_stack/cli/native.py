@@ -14,6 +14,12 @@ import click
 from mlflow_stack.cli.base import DATA_DIR_OPTION, Context, log
 from mlflow_stack.errors import StackError
 
+#: The default of ``up --s3-memory-limit``: native/s3.py's S3_MEMORY_LIMIT, written out so that
+#: the CLI starts without importing the native runtime (a unit test keeps the two equal).
+S3_MEMORY_LIMIT = "384M"
+#: Below this, the S3 server would spend its time collecting garbage.
+LEAST_S3_MEMORY = 64 * 2**20
+
 
 @click.command()
 @DATA_DIR_OPTION
@@ -43,6 +49,13 @@ from mlflow_stack.errors import StackError
     show_default=True,
     help="Rotated logs to keep per service (<service>.log.1 is the newest).",
 )
+@click.option(
+    "--s3-memory-limit",
+    default=S3_MEMORY_LIMIT,
+    show_default=True,
+    help="Soft memory limit of the S3 server as it starts (GOMEMLIMIT: SeaweedFS and MinIO are "
+    "Go programs); 0 for none.",
+)
 @click.pass_obj
 def up(
     obj: Context,
@@ -52,6 +65,7 @@ def up(
     postgres_bin_dir: Path | None,
     log_max_size: str,
     log_keep: int,
+    s3_memory_limit: str,
 ) -> None:
     """Start PostgreSQL, S3 and the MLflow server natively, in the background.
 
@@ -68,6 +82,10 @@ def up(
         log_max_bytes = parse_size(log_max_size)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--log-max-size") from None
+    try:
+        memory_limit = memory_size(s3_memory_limit)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--s3-memory-limit") from None
 
     given = setting_overrides(os.environ)
     if create_env_file(obj.env_file, given):
@@ -86,6 +104,7 @@ def up(
         postgres_bin_dir=postgres_bin_dir,
         log_max_bytes=log_max_bytes,
         log_keep=log_keep,
+        s3_memory_limit=memory_limit,
     )
     if stack.up():
         click.echo(f"mlflow-stack is up in {time.monotonic() - began:.1f} s.", err=True)
@@ -103,6 +122,21 @@ Connect a client:
   export MLFLOW_TRACKING_PASSWORD="{password}"
 Data: {data_dir}/   Status: {run} status   Logs: {run} logs   Stop: {run} down"""
     )
+
+
+def memory_size(text: str) -> int:
+    """``--s3-memory-limit``'s value in bytes: ``0`` (no limit) or a size of at least 64M."""
+    from mlflow_stack.native.logfile import parse_size
+
+    if text.strip() == "0":
+        return 0
+    try:
+        size = parse_size(text)
+    except ValueError:
+        size = 0
+    if size < LEAST_S3_MEMORY:
+        raise ValueError(f"{text!r} is not 0 or a size of at least 64M (examples: 384M, 1G)")
+    return size
 
 
 def _command_prefix() -> str:

@@ -28,7 +28,7 @@ from mlflow_stack.native.logfile import DEFAULT_KEEP, DEFAULT_MAX_BYTES
 from mlflow_stack.native.mlflow import MlflowService
 from mlflow_stack.native.postgres import PostgresService
 from mlflow_stack.native.processes import ProcessRecord, port_in_use, record_of, spawn, stop, tail
-from mlflow_stack.native.s3 import SeaweedFSService, s3_service_class
+from mlflow_stack.native.s3 import S3_MEMORY_LIMIT, SeaweedFSService, s3_service_class
 from mlflow_stack.native.service import STATUS_TIMEOUT, Layout, Service
 from mlflow_stack.settings.contract import Settings
 from mlflow_stack.waiting import NotReady, wait_for
@@ -115,6 +115,7 @@ class NativeStack:
         postgres_bin_dir: Path | None = None,
         log_max_bytes: int = DEFAULT_MAX_BYTES,
         log_keep: int = DEFAULT_KEEP,
+        s3_memory_limit: int = S3_MEMORY_LIMIT,
     ) -> None:
         if not settings.s3_endpoint_url:
             settings = replace(settings, s3_endpoint_url=NATIVE_S3_ENDPOINT)
@@ -126,7 +127,7 @@ class NativeStack:
         self.log_keep = log_keep
         self.services: list[Service] = [
             PostgresService(settings, self.layout, postgres_bin_dir),
-            s3_service_class(s3_server)(settings, self.layout),
+            s3_service_class(s3_server)(settings, self.layout, s3_memory_limit),
             MlflowService(settings, self.layout, environ),
         ]
 

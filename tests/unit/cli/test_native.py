@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_stack.cli.native import _command_prefix, _warn_overridden
+from mlflow_stack.cli.native import S3_MEMORY_LIMIT, _command_prefix, _warn_overridden, memory_size
 from mlflow_stack.errors import StackError
+from mlflow_stack.native import s3
 from mlflow_stack.native.stack import log_path
 from mlflow_stack.settings.envfile import create_env_file, setting_overrides
 from tests.unit.cli.conftest import invoke
@@ -83,6 +84,25 @@ def test_a_bad_log_size_is_refused_before_a_settings_file_is_written(tmp_path: P
     assert result.exit_code == 2
     assert "Invalid value for --log-max-size" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("given", ["big", "1M", "-5", ""])
+def test_a_bad_s3_memory_limit_is_refused_in_one_line_before_a_settings_file_is_written(
+    tmp_path: Path, given: str
+) -> None:
+    data = str(tmp_path / "data")
+    result = invoke(tmp_path, "up", "--data-dir", data, "--s3-memory-limit", given)
+    assert result.exit_code == 2
+    assert "Invalid value for --s3-memory-limit" in result.stderr
+    assert "not 0 or a size of at least 64M" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_s3_memory_limit_is_0_for_none_or_a_size_and_defaults_to_the_runtimes() -> None:
+    assert memory_size(S3_MEMORY_LIMIT) == s3.S3_MEMORY_LIMIT
+    assert memory_size("0") == 0
+    assert memory_size("64M") == 64 * 2**20
+    assert memory_size("1.5G") == 3 * 2**29
 
 
 # --- down, status and logs where nothing runs ---

@@ -112,6 +112,17 @@ def test_minio_is_chosen_when_on_path_and_runs_with_the_stack_keys(
     assert env["MINIO_ROOT_USER"] == "access-key-1"
     assert env["MINIO_ROOT_PASSWORD"] == "s3-secret-key-123456"
     assert env["MINIO_BROWSER"] == "off"
+    assert env["GOMEMLIMIT"] == str(384 * 2**20)
+
+
+def test_the_go_heap_of_either_server_gets_the_memory_limit_unless_it_is_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(executable(tmp_path / "bin" / "minio").parent))
+    for kind in (SeaweedFSService, MinioService):
+        assert kind(settings(), Layout(tmp_path)).environment()["GOMEMLIMIT"] == "402653184"
+        assert kind(settings(), Layout(tmp_path), 2**30).environment()["GOMEMLIMIT"] == "1073741824"
+        assert "GOMEMLIMIT" not in kind(settings(), Layout(tmp_path), 0).environment()
 
 
 @pytest.fixture
@@ -373,6 +384,7 @@ def test_minio_keeps_its_console_port_and_gets_no_secret_of_ours(
         "MINIO_ROOT_PASSWORD": "s3-secret-key-123456",
         "MINIO_BROWSER": "off",
         "HOME": str(home),
+        "GOMEMLIMIT": "402653184",
     }
     service.prepare()
     for place in (home, home / "data"):
