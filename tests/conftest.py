@@ -194,6 +194,16 @@ def client(stack: LiveStack) -> Any:
     return MlflowClient(stack.tracking_uri)
 
 
+def log_small_model() -> Any:
+    """Log a one-feature linear regression to the active run as ``model``; its ModelInfo. The
+    requirements are given: inferring them re-imports the model in a subprocess (~4 s of CPU)."""
+    import mlflow.sklearn
+    from sklearn.linear_model import LinearRegression
+
+    model = LinearRegression().fit([[0], [1]], [0, 1])
+    return mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
+
+
 def which_or_fail(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if not found:

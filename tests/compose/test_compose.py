@@ -30,6 +30,7 @@ import requests
 from mlflow_stack.settings.contract import SETTINGS
 from tests.compose.conftest import ComposeStack
 from tests.compose.engine import Engine, new_env_file
+from tests.conftest import log_small_model
 
 CLIENT_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
@@ -148,8 +149,6 @@ def test_postgres_and_s3_answer_only_inside_the_stack(compose_stack: ComposeStac
 def test_login_is_required_and_runs_artifacts_and_models_round_trip(
     compose_stack: ComposeStack, client: Any, tmp_path: Path
 ) -> None:
-    from sklearn.linear_model import LinearRegression
-
     search = compose_stack.tracking_uri + "/api/2.0/mlflow/experiments/search?max_results=1"
     assert requests.get(search, timeout=30).status_code == 401
     assert (
@@ -165,9 +164,7 @@ def test_login_is_required_and_runs_artifacts_and_models_round_trip(
         for step in range(3):
             mlflow.log_metric("rmse", 5.0 - step, step=step)
         mlflow.log_artifact(str(blob))
-        # Requirements given: inferring them re-imports the model in a subprocess (~4 s of CPU).
-        model = LinearRegression().fit([[0], [1]], [0, 1])
-        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
+        info = log_small_model()
     got = client.get_run(run.info.run_id)
     assert got.data.params == {"alpha": "0.5", "layers": "3"}
     history = sorted(client.get_metric_history(run.info.run_id, "rmse"), key=lambda m: m.step)

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from mlflow_stack.server.authstore import KEPT_FOR
-from tests.conftest import LiveStack
+from tests.conftest import LiveStack, log_small_model
 
 
 @pytest.mark.stack
@@ -27,12 +27,9 @@ def test_a_readable_registered_model_serves_its_files_to_a_user_denied_the_exper
 ) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.server import get_app_client
-    from sklearn.linear_model import LinearRegression
 
     with mlflow.start_run(experiment_id=experiment_id):
-        # Requirements given: inferring them re-imports the model in a subprocess (~4 s of CPU).
-        model = LinearRegression().fit([[0], [1]], [0, 1])
-        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
+        info = log_small_model()
     name = f"claims-{uuid.uuid4().hex[:8]}"
     version = mlflow.register_model(info.model_uri, name).version
 

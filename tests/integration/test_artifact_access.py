@@ -10,7 +10,7 @@ import mlflow
 import pytest
 import requests
 
-from tests.conftest import LiveStack
+from tests.conftest import LiveStack, log_small_model
 
 SECRET = "only the owners of this experiment may read this"
 
@@ -74,12 +74,9 @@ def test_a_denied_user_cannot_register_the_experiments_artifacts_and_download_th
 def test_the_owner_still_registers_and_loads_models_from_runs(
     client: Any, experiment_id: str
 ) -> None:
-    from sklearn.linear_model import LinearRegression
 
     with mlflow.start_run(experiment_id=experiment_id):
-        # Requirements given: inferring them re-imports the model in a subprocess (~4 s of CPU).
-        model = LinearRegression().fit([[0], [1]], [0, 1])
-        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
+        info = log_small_model()
     name = f"owned-{uuid.uuid4().hex[:6]}"
     version = mlflow.register_model(info.model_uri, name)
     assert version.source.startswith(("models:/", "mlflow-artifacts:", "runs:/"))

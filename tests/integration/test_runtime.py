@@ -16,7 +16,7 @@ import psycopg2
 import pytest
 from botocore.config import Config
 
-from tests.conftest import REPO, LiveStack
+from tests.conftest import REPO, LiveStack, log_small_model
 
 SERVICES = ("postgres", "s3", "mlflow")
 
@@ -173,7 +173,6 @@ def test_compose_init_script_creates_the_auth_database_idempotently(stack: LiveS
 def test_everything_survives_down_and_up_and_down_leaves_no_process(
     stack: LiveStack, client, experiment_id: str, tmp_path: Path
 ) -> None:
-    from sklearn.linear_model import LinearRegression
 
     artifact = tmp_path / "model-card.md"
     artifact.write_text("# trip duration\n")
@@ -182,9 +181,7 @@ def test_everything_survives_down_and_up_and_down_leaves_no_process(
         for step in range(3):
             mlflow.log_metric("rmse", 5.0 - step, step=step)
         mlflow.log_artifact(str(artifact))
-        # Requirements given: inferring them re-imports the model in a subprocess (~4 s of CPU).
-        model = LinearRegression().fit([[0], [1]], [0, 1])
-        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
+        info = log_small_model()
     name = f"persisted-{experiment_id}"
     version = mlflow.register_model(info.model_uri, name)
     client.set_registered_model_alias(name, "champion", version.version)
