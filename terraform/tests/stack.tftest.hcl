@@ -245,9 +245,12 @@ variables {
   allowed_cidrs = ["203.0.113.0/24"]
 }
 
-run "key_policy_lets_auto_scaling_and_alarms_use_the_key" {
+# One plan of the root with its default variables serves every assertion that needs no other
+# input (each run is a plan of the whole root: about 7 s of CPU here).
+run "the_root_plans_as_wired_with_its_defaults" {
   command = plan
 
+  # The key policy lets Auto Scaling and the alarms use the key.
   assert {
     condition = length([
       for statement in jsondecode(aws_kms_key.this.policy).Statement : statement
@@ -277,6 +280,78 @@ run "key_policy_lets_auto_scaling_and_alarms_use_the_key" {
   assert {
     condition     = length(aws_iam_service_linked_role.autoscaling) == 0
     error_message = "An account that has the service-linked role must not get a second one."
+  }
+
+  # The parts are wired together.
+  assert {
+    condition     = output.tracking_uri == "http://mlflow-123456789.us-east-1.elb.amazonaws.com" && output.load_balancer_dns_name == "mlflow-123456789.us-east-1.elb.amazonaws.com"
+    error_message = "The stable address is the load balancer's name."
+  }
+
+  assert {
+    condition     = module.database.pre_migration_snapshot_id == "mlflow-before-0-1-0" && strcontains(module.server.user_data, "mlflow-before-0-1-0")
+    error_message = "The image tag keys the pre-migration snapshot, and the servers' boot script waits for it."
+  }
+
+  assert {
+    condition     = module.server.autoscaling_group_name == "mlflow-server" && output.autoscaling_group_name == "mlflow-server"
+    error_message = "The servers' group is named after the stack."
+  }
+
+  assert {
+    condition     = alltrue([for name in ["POSTGRES_HOST=mlflow.abcdefghijkl.us-east-1.rds.amazonaws.com\n", "MLFLOW_STACK_S3_BUCKET=mlflow-artifacts-123456789012-us-east-1\n", "MLFLOW_STACK_TRUSTED_PROXIES=10.42.0.0/16\n"] : strcontains(module.server.user_data, name)])
+    error_message = "The servers must be pointed at this database, this bucket, and trust the load balancer in the VPC."
+  }
+
+  assert {
+    condition     = toset(output.database_log_groups) == toset(["/aws/rds/instance/mlflow/postgresql", "/aws/rds/instance/mlflow/upgrade"])
+    error_message = "The database's log groups are managed by Terraform."
+  }
+
+  # Every alarm notifies the topic, about this stack.
+  assert {
+    condition     = length(module.alarms.alarms) >= 8 && alltrue([for alarm in values(module.alarms.alarms) : alarm.alarm_actions == toset([module.alarms.sns_topic_arn]) || alarm.alarm_actions == [module.alarms.sns_topic_arn]])
+    error_message = "Every alarm must notify the alarm topic."
+  }
+
+  assert {
+    condition = alltrue([for alarm in values(module.alarms.alarms) : alltrue([
+      for name, value in alarm.dimensions : contains([
+        "mlflow-server",                              # the Auto Scaling group
+        "app/mlflow/0123456789abcdef",                # the load balancer
+        "targetgroup/mlflow-server/fedcba9876543210", # the target group
+        "mlflow",                                     # the database
+      ], value)
+    ])])
+    error_message = "Every alarm must watch this stack's group, load balancer, target group or database."
+  }
+
+  assert {
+    condition     = module.alarms.alarms["unhealthy_hosts"].dimensions == tomap({ LoadBalancer = "app/mlflow/0123456789abcdef", TargetGroup = "targetgroup/mlflow-server/fedcba9876543210" })
+    error_message = "Target group metrics need both the TargetGroup and the LoadBalancer dimension."
+  }
+
+  assert {
+    condition     = module.alarms.alarms["asg_in_service"].dimensions == tomap({ AutoScalingGroupName = "mlflow-server" }) && module.alarms.alarms["db_free_storage"].dimensions == tomap({ DBInstanceIdentifier = "mlflow" })
+    error_message = "The group and database alarms must name this group and this database."
+  }
+
+  # The passwords never reach the user data. The generated passwords are ephemeral (here:
+  # really generated, by moto): Terraform refuses them anywhere but in write-only arguments, so
+  # the boot script can only name the shell variables that `prepare` fills from Secrets
+  # Manager. (The moto apply reads the state file for them as well.)
+  assert {
+    condition = alltrue([for line in [
+      "POSTGRES_PASSWORD=$${POSTGRES_PASSWORD}\n",
+      "MLFLOW_AUTH_ADMIN_PASSWORD=$${MLFLOW_AUTH_ADMIN_PASSWORD}\n",
+      "MLFLOW_FLASK_SERVER_SECRET_KEY=$${MLFLOW_FLASK_SERVER_SECRET_KEY}\n",
+    ] : strcontains(module.server.user_data, line)])
+    error_message = "The env file must take every password from Secrets Manager at boot."
+  }
+
+  assert {
+    condition     = !strcontains(module.server.user_data, "AWS_SECRET_ACCESS_KEY") && length(regexall("(?m)^(POSTGRES_PASSWORD|MLFLOW_AUTH_ADMIN_PASSWORD|MLFLOW_FLASK_SERVER_SECRET_KEY)=[^$]", module.server.user_data)) == 0
+    error_message = "No password or static key may be in the user data."
   }
 }
 
@@ -314,87 +389,5 @@ run "the_service_linked_role_can_be_created" {
   assert {
     condition     = aws_iam_service_linked_role.autoscaling[0].aws_service_name == "autoscaling.amazonaws.com"
     error_message = "create_autoscaling_service_linked_role must create the role the key policy names."
-  }
-}
-
-run "parts_are_wired_together" {
-  command = plan
-
-  assert {
-    condition     = output.tracking_uri == "http://mlflow-123456789.us-east-1.elb.amazonaws.com" && output.load_balancer_dns_name == "mlflow-123456789.us-east-1.elb.amazonaws.com"
-    error_message = "The stable address is the load balancer's name."
-  }
-
-  assert {
-    condition     = module.database.pre_migration_snapshot_id == "mlflow-before-0-1-0" && strcontains(module.server.user_data, "mlflow-before-0-1-0")
-    error_message = "The image tag keys the pre-migration snapshot, and the servers' boot script waits for it."
-  }
-
-  assert {
-    condition     = module.server.autoscaling_group_name == "mlflow-server" && output.autoscaling_group_name == "mlflow-server"
-    error_message = "The servers' group is named after the stack."
-  }
-
-  assert {
-    condition     = alltrue([for name in ["POSTGRES_HOST=mlflow.abcdefghijkl.us-east-1.rds.amazonaws.com\n", "MLFLOW_STACK_S3_BUCKET=mlflow-artifacts-123456789012-us-east-1\n", "MLFLOW_STACK_TRUSTED_PROXIES=10.42.0.0/16\n"] : strcontains(module.server.user_data, name)])
-    error_message = "The servers must be pointed at this database, this bucket, and trust the load balancer in the VPC."
-  }
-
-  assert {
-    condition     = toset(output.database_log_groups) == toset(["/aws/rds/instance/mlflow/postgresql", "/aws/rds/instance/mlflow/upgrade"])
-    error_message = "The database's log groups are managed by Terraform."
-  }
-}
-
-run "every_alarm_notifies_the_topic_about_this_stack" {
-  command = plan
-
-  assert {
-    condition     = length(module.alarms.alarms) >= 8 && alltrue([for alarm in values(module.alarms.alarms) : alarm.alarm_actions == toset([module.alarms.sns_topic_arn]) || alarm.alarm_actions == [module.alarms.sns_topic_arn]])
-    error_message = "Every alarm must notify the alarm topic."
-  }
-
-  assert {
-    condition = alltrue([for alarm in values(module.alarms.alarms) : alltrue([
-      for name, value in alarm.dimensions : contains([
-        "mlflow-server",                              # the Auto Scaling group
-        "app/mlflow/0123456789abcdef",                # the load balancer
-        "targetgroup/mlflow-server/fedcba9876543210", # the target group
-        "mlflow",                                     # the database
-      ], value)
-    ])])
-    error_message = "Every alarm must watch this stack's group, load balancer, target group or database."
-  }
-
-  assert {
-    condition     = module.alarms.alarms["unhealthy_hosts"].dimensions == tomap({ LoadBalancer = "app/mlflow/0123456789abcdef", TargetGroup = "targetgroup/mlflow-server/fedcba9876543210" })
-    error_message = "Target group metrics need both the TargetGroup and the LoadBalancer dimension."
-  }
-
-  assert {
-    condition     = module.alarms.alarms["asg_in_service"].dimensions == tomap({ AutoScalingGroupName = "mlflow-server" }) && module.alarms.alarms["db_free_storage"].dimensions == tomap({ DBInstanceIdentifier = "mlflow" })
-    error_message = "The group and database alarms must name this group and this database."
-  }
-}
-
-run "passwords_never_reach_the_user_data" {
-  # The generated passwords are ephemeral (here: really generated, by moto): Terraform refuses
-  # them anywhere but in write-only arguments, so the boot script can only name the shell
-  # variables that `prepare` fills from
-  # Secrets Manager. (The moto apply reads the state file for them as well.)
-  command = plan
-
-  assert {
-    condition = alltrue([for line in [
-      "POSTGRES_PASSWORD=$${POSTGRES_PASSWORD}\n",
-      "MLFLOW_AUTH_ADMIN_PASSWORD=$${MLFLOW_AUTH_ADMIN_PASSWORD}\n",
-      "MLFLOW_FLASK_SERVER_SECRET_KEY=$${MLFLOW_FLASK_SERVER_SECRET_KEY}\n",
-    ] : strcontains(module.server.user_data, line)])
-    error_message = "The env file must take every password from Secrets Manager at boot."
-  }
-
-  assert {
-    condition     = !strcontains(module.server.user_data, "AWS_SECRET_ACCESS_KEY") && length(regexall("(?m)^(POSTGRES_PASSWORD|MLFLOW_AUTH_ADMIN_PASSWORD|MLFLOW_FLASK_SERVER_SECRET_KEY)=[^$]", module.server.user_data)) == 0
-    error_message = "No password or static key may be in the user data."
   }
 }
