@@ -44,7 +44,7 @@ class Sizes:
 
 FULL = Sizes(200, {1: 30, 8: 10, 32: 4}, (10_000, 100_000), 20, 100, 3, 100, 1024, 3, 60.0)
 # The sweep's smallest quick size still fills a 100-run page of the filtered search (~1 in 20).
-QUICK = Sizes(30, {1: 3, 8: 2, 32: 1}, (5_000, 10_000), 5, 10, 1, 20, 0, 1, 5.0)
+QUICK = Sizes(30, {1: 3, 8: 2, 32: 1}, (5_000, 10_000), 5, 10, 1, 20, 0, 1, 2.0)
 #: The sweep's extra size with ``--million``.
 MILLION = 1_000_000
 BUSY_CLIENTS = 64

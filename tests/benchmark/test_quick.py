@@ -37,6 +37,11 @@ def test_quick_benchmark_of_the_stack_runs_every_workload(tmp_path: Path) -> Non
         assert entry["errors"] == 0, entry
         assert entry["points_per_s"] > 0
 
+    busy = c["busy"]
+    assert busy["clients"] == 64 and busy["errors"] == 0, busy["last_error"]
+    for call, figures in busy["by_call"].items():
+        assert figures["requests"] > 0 and figures["errors"] == 0, call
+
     sweep = c["search"]["sweep"]
     assert [entry["runs"] for entry in sweep] == [5000, 10000]
     for entry in sweep:
@@ -56,7 +61,15 @@ def test_quick_benchmark_of_the_stack_runs_every_workload(tmp_path: Path) -> Non
     (again,) = c["recovery"]["serving_again_s"]
     assert 0 < again < 60, again
     markdown = (tmp_path / "smoke.md").read_text()
-    headings = ("Small requests", "Ingestion", "search_runs", "Artifacts", "Memory (MB)", "crash")
+    headings = (
+        "Small requests",
+        "Ingestion",
+        "A busy team",
+        "search_runs",
+        "Artifacts",
+        "Memory (MB)",
+        "crash",
+    )
     assert "p95 growth from 5,000 to 10,000 runs" in markdown
     for heading in headings:
         assert heading in markdown
