@@ -18,7 +18,8 @@ refused ones included, for ``GET /metrics``):
 6. :class:`ProxiedArtifactsOnly` (below).
 
 Inside, MLflow's FastAPI app gets one route of the stack's own in front of its own:
-:mod:`~mlflow_stack.server.downloads` streams proxied downloads from S3.
+:mod:`~mlflow_stack.server.downloads` streams proxied downloads from S3; it swaps the views of
+the UI's two download routes in MLflow's Flask app for streaming ones as well.
 
 With artifacts proxied to S3, MLflow advertises presigned multipart uploads and downloads in
 ``/api/3.0/mlflow/server-info``, and its client then moves artifact bytes straight to and from
@@ -123,6 +124,7 @@ def create_app() -> ASGIApp:
         app = create_basic_auth_app()
     if hasattr(app, "router"):  # MLflow's FastAPI app (under uvicorn, as always here)
         downloads.install(app)  # proxied downloads streamed from S3
+    downloads.install_ui(flask_app)  # the UI's downloads streamed from S3 too
     install_endpoint(flask_app)
     answer_mlflow_errors(flask_app)
     mlflow_routes()  # build the route table now, not on the first request

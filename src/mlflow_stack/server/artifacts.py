@@ -27,6 +27,7 @@ import mimetypes
 import posixpath
 from collections.abc import AsyncIterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from mlflow.exceptions import MlflowException
@@ -45,6 +46,8 @@ class StoredObject:
 
     size: int
     body: Any  # botocore's StreamingBody
+    etag: str = ""  # as S3 gives it, quoted
+    last_modified: datetime | None = None
 
     def chunks(self, size: int) -> Iterator[bytes]:
         """The bytes in pieces of at most ``size``; closes the body at the end or on error.
@@ -104,7 +107,12 @@ class S3ArtifactRepository(MlflowS3Repository, StreamUploadMixin):
                 f"No artifact at {artifact_path!r}",
                 error_code=RESOURCE_DOES_NOT_EXIST,
             ) from None
-        return StoredObject(size=found["ContentLength"], body=found["Body"])
+        return StoredObject(
+            size=found["ContentLength"],
+            body=found["Body"],
+            etag=found.get("ETag", ""),
+            last_modified=found.get("LastModified"),
+        )
 
     def _destination(self, file_name: str, artifact_path: str | None) -> tuple[str, str]:
         bucket, key = self.parse_s3_compliant_uri(self.artifact_uri)

@@ -1,6 +1,7 @@
-"""The streamed download route against MLflow's own, on a real S3 on a loopback socket (moto's
-server): the same answers (status, MLflow's headers, bytes, errors), with the stored size as
-Content-Length; bytes go out before S3 has sent the rest; a directory is MLflow's 400.
+"""The streamed download route, and the UI's two download views, against MLflow's own, on a
+real S3 on a loopback socket (moto's server): the same answers (status, MLflow's headers, bytes,
+errors), with the stored size as Content-Length; bytes go out before S3 has sent the rest; a
+directory is MLflow's 400.
 
 Timings and failures a real S3 rarely shows (an S3 that stalls or breaks off mid-object) use a
 fake body."""
@@ -8,15 +9,19 @@ fake body."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import threading
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
+import flask
 import pytest
 from fastapi import FastAPI
 from mlflow.server import artifact_router, handlers
+from werkzeug.http import http_date
 
 from mlflow_stack.server import downloads
 from mlflow_stack.server.artifacts import S3ArtifactRepository, StoredObject
@@ -255,3 +260,168 @@ def test_open_object_reads_size_and_bytes(serving: Store) -> None:
     stored = serving.repository.open_object("x/y.bin")
     assert stored.size == 10
     assert b"".join(stored.chunks(3)) == b"0123456789"
+
+
+# The UI's two download views (Flask), against MLflow's own views on the same bucket.
+
+RUN_ROOT = "mlflow-artifacts:/7/0123abcd/artifacts"
+UI_HEADERS = (
+    "Content-Type",
+    "Content-Disposition",
+    "X-Content-Type-Options",
+    "Accept-Ranges",
+    "Cache-Control",
+    "Content-Length",
+)
+
+
+@dataclass
+class Stores:
+    """MLflow's tracking and registry stores as the two views use them: a run's artifact root
+    and a model version's download URI."""
+
+    run_root: str = RUN_ROOT
+    asked: list[str] | None = None
+
+    def get_run(self, run_id: str) -> Any:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+        if run_id != "0123abcd":
+            raise MlflowException(f"Run '{run_id}' not found", RESOURCE_DOES_NOT_EXIST)
+        return SimpleNamespace(info=SimpleNamespace(artifact_uri=self.run_root))
+
+    def get_model_version_download_uri(self, name: str, version: str) -> str:
+        return f"{self.run_root}/model"
+
+
+@pytest.fixture
+def ui(serving: Store, monkeypatch: pytest.MonkeyPatch) -> Store:
+    stores = Stores()
+    monkeypatch.setattr(handlers, "_get_tracking_store", lambda: stores)
+    monkeypatch.setattr(handlers, "_get_model_registry_store", lambda: stores)
+    return serving
+
+
+def ui_app(streaming: bool) -> flask.Flask:
+    """A Flask app with MLflow's own two views under MLflow's endpoints for them."""
+    app = flask.Flask("ui")
+    for endpoint, rule, view in (
+        ("serve_artifacts", "/get-artifact", handlers.get_artifact_handler),
+        (
+            "serve_model_version_artifact",
+            "/model-versions/get-artifact",
+            handlers.get_model_version_artifact_handler,
+        ),
+    ):
+        app.add_url_rule(rule, endpoint, view)
+    if streaming:
+        downloads.install_ui(app)
+    return app
+
+
+def ui_get(streaming: bool, url: str, **headers: str) -> Any:
+    return ui_app(streaming).test_client().get(url, headers=headers)
+
+
+def ui_put(into: Store, path: str, body: bytes) -> dict[str, Any]:
+    put(into, f"7/0123abcd/artifacts/{path}", body)
+    return into.s3.head_object(Bucket=into.bucket, Key=into.key(f"7/0123abcd/artifacts/{path}"))
+
+
+UI_URLS = {
+    "run": "/get-artifact?run_id=0123abcd&path={path}",
+    "run (run_uuid)": "/get-artifact?run_uuid=0123abcd&path={path}",
+    "model version": "/model-versions/get-artifact?name=m&version=1&path={path}",
+}
+
+
+@pytest.mark.parametrize("route", UI_URLS)
+@pytest.mark.parametrize("path", ["weights.bin", "notes.txt", "table.csv", "plain"])
+def test_a_ui_download_answers_as_mlflows_view_from_the_object_itself(
+    ui: Store, route: str, path: str
+) -> None:
+    stored = "model/" + path if route == "model version" else path
+    body = os.urandom(2 * downloads.CHUNK + 5)
+    head = ui_put(ui, stored, body)
+    url = UI_URLS[route].format(path=path)
+
+    ours, theirs = ui_get(True, url), ui_get(False, url)
+
+    assert (ours.status_code, ours.data) == (theirs.status_code, theirs.data) == (200, body)
+    assert {h: ours.headers.get(h) for h in UI_HEADERS} == {
+        h: theirs.headers.get(h) for h in UI_HEADERS
+    }
+    # S3's own validators (MLflow's are those of its temporary copy): the bytes came from S3
+    assert ours.headers["ETag"] == head["ETag"] != theirs.headers["ETag"]
+    assert ours.headers["Last-Modified"] == http_date(head["LastModified"])
+
+
+def test_a_ui_download_goes_out_as_s3_sends_it(ui: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = fake_object(monkeypatch, [b"first", b"second"])
+    answer = ui_app(True).test_client().get(UI_URLS["run"].format(path="big.bin"), buffered=False)
+    pieces = iter(answer.response)
+    assert next(pieces) == b"first"  # out while S3 still holds the rest back
+    body.release.set()
+    assert b"".join(pieces) == b"second"
+    answer.close()
+    assert body.closed and answer.headers["Content-Length"] == "11"
+
+
+@pytest.mark.parametrize(
+    ("case", "url"),
+    [
+        ("missing object", UI_URLS["run"].format(path="gone.bin")),
+        ("directory", UI_URLS["run"].format(path="model")),
+        ("directory, model version", UI_URLS["model version"].format(path="")),
+        ("unknown run", "/get-artifact?run_id=ffff&path=a.txt"),
+        ("unsafe path", UI_URLS["run"].format(path="../../etc/passwd")),
+        ("no path", "/get-artifact?run_id=0123abcd"),
+    ],
+)
+def test_a_failed_ui_download_is_mlflows_answer(ui: Store, case: str, url: str) -> None:
+    ui_put(ui, "model/MLmodel", b"flavors: {}")
+    ours, theirs = ui_get(True, url), ui_get(False, url)
+    assert (ours.status_code, ours.data) == (theirs.status_code, theirs.data), case
+    assert ours.status_code >= 400
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Range": "bytes=2-5"},
+        {"If-None-Match": '"x"'},
+        {"If-Modified-Since": "Sun, 06 Nov 1994 08:49:37 GMT"},
+    ],
+)
+def test_a_range_or_conditional_ui_download_is_left_to_mlflows_view(
+    ui: Store, headers: dict[str, str]
+) -> None:
+    ui_put(ui, "notes.txt", b"0123456789")
+    url = UI_URLS["run"].format(path="notes.txt")
+    ours, theirs = ui_get(True, url, **headers), ui_get(False, url, **headers)
+    assert (ours.status_code, ours.data) == (theirs.status_code, theirs.data)
+    assert ours.headers["ETag"] != '"' + hashlib.md5(b"0123456789").hexdigest() + '"'  # noqa: S324
+    if "Range" in headers:
+        assert (ours.status_code, ours.data) == (206, b"2345")
+
+
+def test_a_run_outside_the_proxied_root_is_left_to_mlflows_view(
+    ui: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    (tmp_path / "local.txt").write_text("on disk")
+    monkeypatch.setattr(handlers, "_get_tracking_store", lambda: Stores(str(tmp_path)))
+    ours = ui_get(True, "/get-artifact?run_id=0123abcd&path=local.txt")
+    assert (ours.status_code, ours.data) == (200, b"on disk")
+
+
+def test_mlflows_app_has_both_views_and_installing_twice_wraps_once() -> None:
+    from mlflow.server import app as mlflow_app
+
+    app = flask.Flask("ui")
+    for endpoint in downloads.UI_VIEWS:
+        app.add_url_rule(f"/{endpoint}", endpoint, mlflow_app.view_functions[endpoint])
+    downloads.install_ui(app)
+    once = dict(app.view_functions)
+    downloads.install_ui(app)
+    assert app.view_functions == once
