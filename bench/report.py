@@ -153,11 +153,13 @@ def _artifacts(results: dict[str, Any], keys: list[str]) -> list[str]:
     lines = [
         "## Artifacts (MB/s, upload / download)",
         "",
-        "Proxied: through the server with the MLflow client. Direct: boto3 against the same S3.",
+        "Proxied: through the server with the MLflow client. UI: the files one by one through",
+        "`GET /get-artifact`, the route the UI downloads from. Direct: boto3 against the same S3.",
         "",
         *_header(
             "files",
             *(f"{NAMES[k]} proxied" for k in keys),
+            *(f"{NAMES[k]} UI download" for k in keys),
             "(c) direct S3",
             "(c) proxied / direct upload",
         ),
@@ -170,12 +172,15 @@ def _artifacts(results: dict[str, Any], keys: list[str]) -> list[str]:
                 f"{r['artifacts'][g]['proxied_up_MBps']} / {r['artifacts'][g]['proxied_down_MBps']}"
             ),
         )
+        ui = _cells(
+            results, keys, lambda r, g=group: f"{r['artifacts'][g].get('ui_down_MBps', '-')}"
+        )
         c = results.get("c", {}).get("artifacts", {}).get(group, {})
         direct = (
             f"{c['direct_up_MBps']} / {c['direct_down_MBps']}" if "direct_up_MBps" in c else "-"
         )
         share = f"{100 * c['proxied_up_vs_direct']:.0f} %" if "proxied_up_vs_direct" in c else "-"
-        lines.append(f"| {group} | " + " | ".join([*cells, direct, share]) + " |")
+        lines.append(f"| {group} | " + " | ".join([*cells, *ui, direct, share]) + " |")
     return [*lines, ""]
 
 

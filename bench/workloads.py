@@ -386,9 +386,13 @@ def artifacts(running: Running, groups: dict[str, list[Path]], scratch: Path) ->
         if _digest(got / paths[-1].name) != _digest(paths[-1]):
             raise RuntimeError(f"artifacts {name}: downloaded bytes differ")
         shutil.rmtree(target)
+        began = time.perf_counter()
+        ui_download(running, run.info.run_id, folder, paths)
+        ui_down = time.perf_counter() - began
         entry = {
             "proxied_up_MBps": round(total / up, 1),
             "proxied_down_MBps": round(total / down, 1),
+            "ui_down_MBps": round(total / ui_down, 1),
         }
         if running.s3 is not None:
             prefix = f"direct/{uuid.uuid4().hex}"
@@ -410,6 +414,27 @@ def artifacts(running: Running, groups: dict[str, list[Path]], scratch: Path) ->
             }
         result[name] = entry
     return result
+
+
+def ui_download(running: Running, run_id: str, folder: str, paths: list[Path]) -> None:
+    """Each file through the UI's route (``GET /get-artifact``), one after another over one
+    kept-alive connection, as a browser fetches them; the last one's bytes are checked."""
+    with requests.Session() as session:
+        session.auth = running.auth
+        for path in paths:
+            digest = hashlib.sha256()
+            with session.get(
+                f"{running.tracking_uri}/get-artifact",
+                params={"run_id": run_id, "path": f"{folder}/{path.name}"},
+                stream=True,
+                timeout=600,
+            ) as answer:
+                answer.raise_for_status()
+                for chunk in answer.iter_content(MB):
+                    if path == paths[-1]:
+                        digest.update(chunk)
+        if digest.hexdigest() != _digest(paths[-1]):
+            raise RuntimeError(f"artifacts {folder}: the UI's download differs")
 
 
 def recovery(running: Running, sizes: Sizes) -> dict[str, Any] | None:

@@ -51,6 +51,7 @@ def test_quick_benchmark_of_the_stack_runs_every_workload(tmp_path: Path) -> Non
     assert c["artifacts"], "no artifact groups measured"
     for group, figures in c["artifacts"].items():
         assert figures["proxied_up_MBps"] > 0 and figures["direct_up_MBps"] > 0, group
+        assert figures["ui_down_MBps"] > 0, group
 
     assert c["memory_idle"]["total_MB"] > 0
     # forked workers share their master's pages: proportional memory is below resident
