@@ -56,7 +56,6 @@ async def download_artifact(artifact_path: str) -> Any:
     from fastapi.responses import JSONResponse, StreamingResponse
     from mlflow.exceptions import MlflowException
     from mlflow.server import artifact_router
-    from mlflow.utils.mime_type_utils import _guess_mime_type
     from mlflow.utils.uri import validate_path_is_safe
 
     if not artifact_router._is_serving_proxied_artifacts():
@@ -73,16 +72,26 @@ async def download_artifact(artifact_path: str) -> Any:
             status_code=error.get_http_status_code(),
             content=json.loads(error.serialize_as_json()),
         )
-    name = scoped.rsplit("/", 1)[-1]
     return StreamingResponse(
         _logged(stored.chunks(CHUNK), scoped),
-        headers={
-            "Content-Type": _guess_mime_type(name),
-            "Content-Disposition": artifact_router._content_disposition(name),
-            "X-Content-Type-Options": "nosniff",
-            "Content-Length": str(stored.size),
-        },
+        headers=_object_headers(scoped, stored, artifact_router._content_disposition),
     )
+
+
+def _object_headers(
+    scoped: str, stored: StoredObject, disposition: Callable[[str], str]
+) -> dict[str, str]:
+    """MLflow's headers for a download of the object at ``scoped``, named by its last part,
+    with the stored size as Content-Length; ``disposition`` is the route's own helper."""
+    from mlflow.utils.mime_type_utils import _guess_mime_type
+
+    name = scoped.rsplit("/", 1)[-1]
+    return {
+        "Content-Type": _guess_mime_type(name),
+        "Content-Disposition": disposition(name),
+        "X-Content-Type-Options": "nosniff",
+        "Content-Length": str(stored.size),
+    }
 
 
 def _logged(chunks: Iterator[bytes], path: str) -> Iterator[bytes]:
@@ -139,7 +148,6 @@ def _stream_ui_artifact(mlflow_view: Callable[[], Any], artifact_root: Callable[
         _get_workspace_scoped_repo_path_if_enabled,
         _is_servable_proxied_run_artifact_root,
     )
-    from mlflow.utils.mime_type_utils import _guess_mime_type
     from mlflow.utils.uri import validate_path_is_safe
     from werkzeug.http import http_date
 
@@ -154,18 +162,9 @@ def _stream_ui_artifact(mlflow_view: Callable[[], Any], artifact_root: Callable[
         _get_proxied_run_artifact_destination_path(proxied_artifact_root=root, relative_path=path)
     )
     stored = repository.open_object(scoped)
-    name = scoped.rsplit("/", 1)[-1]
     response = Response(_logged(stored.chunks(CHUNK), scoped), direct_passthrough=True)
-    response.headers.update(
-        {
-            "Content-Type": _guess_mime_type(name),
-            "Content-Length": str(stored.size),
-            "Content-Disposition": _content_disposition_attachment(name),
-            "X-Content-Type-Options": "nosniff",
-            "Accept-Ranges": "bytes",
-            "Cache-Control": "no-cache",
-        }
-    )
+    response.headers.update(_object_headers(scoped, stored, _content_disposition_attachment))
+    response.headers.update({"Accept-Ranges": "bytes", "Cache-Control": "no-cache"})
     if stored.etag:
         response.headers["ETag"] = stored.etag
     if stored.last_modified is not None:
