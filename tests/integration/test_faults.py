@@ -259,8 +259,14 @@ def inject(stack: LiveStack, fault: str, service: str, kill: Callable[[LiveStack
             pytest.fail(f"{fault}: not healthy {RECOVERY_TIMEOUT:g} s after the kill")
         time.sleep(0.2)
     outage.recovered = time.monotonic()
+    # `status` agrees within the grace period (a replacement worker's first seconds under 8
+    # writers, on a machine the rest of the suite keeps busy, may still fail one probe)
     status = stack.cli("status")
-    assert status.returncode == 0, f"after {fault}: {status.stdout}{status.stderr}"
+    while status.returncode != 0 and time.monotonic() < outage.recovered + GRACE:
+        time.sleep(0.5)
+        status = stack.cli("status")
+    health = [line for line in service_log(stack, "mlflow").splitlines() if "health:" in line]
+    assert status.returncode == 0, f"after {fault}: {status.stdout}{status.stderr}{health[-5:]}"
     time.sleep(3)  # traffic after the recovery
     return outage
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 
 import pytest
@@ -78,3 +80,51 @@ def test_a_hanging_store_is_unhealthy_after_the_timeout(monkeypatch: pytest.Monk
 
 def test_other_paths_go_to_the_app() -> None:
     assert request(HealthCheck(EchoApp(), Probe()), path="/api/2.0/mlflow/x").reached_app
+
+
+def test_a_hanging_probe_is_waited_on_not_started_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow_stack.server import health
+
+    monkeypatch.setattr(health, "PROBE_TIMEOUT", 0.2)
+    answered = threading.Event()
+    calls = []
+
+    def probe() -> None:
+        calls.append(time.monotonic())
+        answered.wait(10)
+
+    check = HealthCheck(EchoApp(), probe)
+
+    async def checks() -> list[str | None]:
+        verdicts = [await check.problem(), await check.problem()]
+        assert len(calls) == 1  # the second check waited on the hung probe
+        answered.set()
+        await asyncio.sleep(0.05)
+        verdicts.append(await check.problem())
+        return verdicts
+
+    hung = "the backend store did not answer within 0.2 s"
+    assert asyncio.run(checks()) == [hung, hung, None]
+    assert len(calls) == 2
+
+
+def test_the_probe_is_not_queued_behind_a_busy_default_executor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Uploads run in asyncio's default executor; a burst of them must not fail /health."""
+    from mlflow_stack.server import health
+
+    monkeypatch.setattr(health, "PROBE_TIMEOUT", 0.5)
+    check = HealthCheck(EchoApp(), Probe())
+
+    async def during_a_burst() -> str | None:
+        loop = asyncio.get_running_loop()
+        release = threading.Event()
+        busy = [loop.run_in_executor(None, release.wait, 10) for _ in range(64)]
+        try:
+            return await check.problem()
+        finally:
+            release.set()
+            await asyncio.gather(*busy)
+
+    assert asyncio.run(during_a_burst()) is None
