@@ -279,6 +279,17 @@ class Session:
         ("log_batch", 0, [Metric("a", math.nan, 1, 1)], [], []),
     ]
 )
+# log_param: the same value again is fine, another value is refused, a long one is cut or
+# refused as MLflow's own check says, and a key logged by a batch conflicts the same way.
+@example(
+    calls=[
+        ("log_param", 0, Param("a", "1")),
+        ("log_param", 0, Param("a", "1")),
+        ("log_param", 0, Param("a", "2")),
+        ("log_param", 1, Param("b", "x" * 6001)),
+    ]
+)
+@example(calls=[("log_batch", 0, [], [Param("a", "1")], []), ("log_param", 0, Param("a", "2"))])
 def test_the_stacks_store_answers_every_call_as_mlflows_does(
     pair: Pair, calls: list[tuple[Any, ...]]
 ) -> None:

@@ -1,6 +1,6 @@
 """The stack's tracking store: MLflow's ``SqlAlchemyStore`` on PostgreSQL, with the write path
-of ``log_batch`` and ``log_metric`` in set-based SQL and the reads of runs in constant
-statements.
+of ``log_batch``, ``log_metric`` and ``log_param`` in set-based SQL and the reads of runs in
+constant statements.
 
 MLflow 3.17.2's ``log_batch`` opens four sessions (one per kind of data, each on its own pooled
 connection with its own pre-ping), reads the run row four times and inserts metrics through the
@@ -70,6 +70,7 @@ from mlflow.utils.validation import (
     _validate_batch_log_data,
     _validate_batch_log_limits,
     _validate_metric,
+    _validate_param,
     _validate_param_keys_unique,
     _validate_run_id,
 )
@@ -388,6 +389,29 @@ class TrackingStore(SqlAlchemyStore):
             except Exception as error:  # MLflow's log_batch answers the same
                 raise MlflowException(error, INTERNAL_ERROR) from error
             return experiment_id
+
+    def log_param(self, run_id: str, param: Param) -> None:
+        """MLflow's ``log_param`` in three statements: the run, an insert that leaves a logged
+        key alone, and (only when it did) that key's value, refused with MLflow's message if it
+        differs. MLflow's reads the run with its relations, looks the param up, inserts it
+        through the ORM and, on a conflict, loads every param of the run."""
+        param = _validate_param(param.key, param.value)
+        with self.ManagedSessionMaker(read_only=False) as session:
+            self._active_run(session, run_id)
+            inserted = session.execute(
+                sqlalchemy.text(_PARAMS),
+                {"run_id": run_id, "keys": [param.key], "values": [param.value]},
+            ).scalars()
+            if inserted.all():
+                return
+            old = self._existing_params(session, run_id, [param.key]).get(param.key)
+            if old is not None and old != param.value:
+                raise MlflowException(
+                    f"Changing param values is not allowed. Param with key='{param.key}' was"
+                    f" already logged with value='{old}' for run ID='{run_id}'. Attempted"
+                    f" logging new value '{param.value}'.",
+                    INVALID_PARAMETER_VALUE,
+                )
 
     def _log_metrics_once(self, run_id: str, metrics: list[Metric]) -> None:
         single = len(metrics) == 1
