@@ -197,6 +197,7 @@ module "server" {
   allowed_cidrs            = var.allowed_cidrs
   allow_public_ingress     = var.allow_public_ingress
   certificate_arn          = var.certificate_arn
+  allow_plain_http         = var.allow_plain_http
   route53_zone_id          = var.route53_zone_id
   domain_name              = var.domain_name
   deletion_protection      = var.deletion_protection

@@ -88,9 +88,21 @@ variable "route53_zone_id" {
 }
 
 variable "certificate_arn" {
-  description = "An ACM certificate of your own (same region) for HTTPS on the load balancer, instead of route53_zone_id; with neither, plain HTTP on port 80."
+  description = "An ACM certificate of your own (same region) for HTTPS on the load balancer, instead of route53_zone_id; with neither, the plan fails unless allow_plain_http = true."
   type        = string
   default     = null
+}
+
+variable "allow_plain_http" {
+  description = "Serve plain HTTP on port 80 when neither route53_zone_id nor certificate_arn is set: basic-auth passwords cross the network in clear text, so only for a load balancer reached through a VPN (allowed_cidrs). Without TLS and without this, the plan fails."
+  type        = bool
+  default     = false
+  nullable    = false
+
+  validation {
+    condition     = var.allow_plain_http || var.route53_zone_id != null || var.certificate_arn != null
+    error_message = "No TLS: set route53_zone_id (with domain_name) for a certificate Terraform requests and validates, or certificate_arn for one of your own. Without TLS, basic-auth passwords cross the network in clear text; to accept that (a load balancer reached only through a VPN), set allow_plain_http = true."
+  }
 }
 
 variable "domain_name" {

@@ -126,6 +126,9 @@ variables {
   kms_key_arn                = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000"
   admin_password             = "NotARealAdminPassword0123"
   flask_secret_key           = "NotARealFlaskSecretKey0123456789abcdef"
+  # Most runs look at the plain-HTTP listener; run refuses_plain_http_unless_allowed shows
+  # that without this (and without TLS) the plan fails.
+  allow_plain_http = true
 }
 
 run "servers_require_imdsv2_and_encrypt_their_disks" {
@@ -482,6 +485,38 @@ run "a_route53_zone_makes_tls_one_variable" {
   assert {
     condition     = length(aws_lb_listener.http_redirect) == 1 && length(aws_lb_listener.http) == 0 && output.tracking_uri == "https://mlflow.example.com"
     error_message = "HTTP must redirect to HTTPS, and clients use https://<domain_name>."
+  }
+}
+
+run "refuses_plain_http_unless_allowed" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    allow_plain_http = false
+  }
+
+  expect_failures = [var.allow_plain_http]
+}
+
+run "tls_needs_no_allow_plain_http" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    allow_plain_http = false
+    certificate_arn  = "arn:aws:acm:us-east-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
+  }
+
+  assert {
+    condition     = length(aws_lb_listener.https) == 1 && length(aws_lb_listener.http) == 0
+    error_message = "With a certificate, HTTPS is served and port 80 only redirects."
   }
 }
 

@@ -243,6 +243,8 @@ override_resource {
 
 variables {
   allowed_cidrs = ["203.0.113.0/24"]
+  # TLS or refuse: a plan without a certificate fails (run plain_http_needs_an_explicit_yes).
+  certificate_arn = "arn:aws:acm:us-east-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
 }
 
 # One plan of the root with its default variables serves every assertion that needs no other
@@ -284,7 +286,7 @@ run "the_root_plans_as_wired_with_its_defaults" {
 
   # The parts are wired together.
   assert {
-    condition     = output.tracking_uri == "http://mlflow-123456789.us-east-1.elb.amazonaws.com" && output.load_balancer_dns_name == "mlflow-123456789.us-east-1.elb.amazonaws.com"
+    condition     = output.tracking_uri == "https://mlflow-123456789.us-east-1.elb.amazonaws.com" && output.load_balancer_dns_name == "mlflow-123456789.us-east-1.elb.amazonaws.com"
     error_message = "The stable address is the load balancer's name."
   }
 
@@ -352,6 +354,32 @@ run "the_root_plans_as_wired_with_its_defaults" {
   assert {
     condition     = !strcontains(module.server.user_data, "AWS_SECRET_ACCESS_KEY") && length(regexall("(?m)^(POSTGRES_PASSWORD|MLFLOW_AUTH_ADMIN_PASSWORD|MLFLOW_FLASK_SERVER_SECRET_KEY)=[^$]", module.server.user_data)) == 0
     error_message = "No password or static key may be in the user data."
+  }
+}
+
+# Without TLS the plan stops with one message naming route53_zone_id and certificate_arn...
+run "plain_http_needs_an_explicit_yes" {
+  command = plan
+
+  variables {
+    certificate_arn = null
+  }
+
+  expect_failures = [var.allow_plain_http]
+}
+
+# ...unless the operator says so (a load balancer reached only through a VPN).
+run "plain_http_when_the_operator_says_so" {
+  command = plan
+
+  variables {
+    certificate_arn  = null
+    allow_plain_http = true
+  }
+
+  assert {
+    condition     = output.tracking_uri == "http://mlflow-123456789.us-east-1.elb.amazonaws.com" && module.server.certificate_arn == null
+    error_message = "allow_plain_http = true without a certificate serves plain HTTP on port 80, and nothing on 443."
   }
 }
 

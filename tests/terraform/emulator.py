@@ -91,6 +91,9 @@ create_autoscaling_service_linked_role = true
 """
         if self.tls:
             text += f'route53_zone_id = "{zone_id}"\ndomain_name     = "{DOMAIN}"\n'
+        else:
+            text += "# No TLS: the operator's explicit choice (a VPN-only load balancer).\n"
+            text += "allow_plain_http = true\n"
         return text
 
 

@@ -378,7 +378,7 @@ resource "aws_vpc_security_group_egress_rule" "postgres" {
 resource "aws_lb" "this" {
   #checkov:skip=CKV_AWS_91:Access logs would need a second bucket (SSE-S3 only) that itself needs logging; the servers' logs and the load balancer's metrics go to CloudWatch.
   #checkov:skip=CKV2_AWS_28:Only allowed_cidrs reach the load balancer and MLflow requires a login; a WAF web ACL and its rules would cost more than the rest of a small stack.
-  #checkov:skip=CKV2_AWS_20:With TLS (route53_zone_id or certificate_arn) port 80 only redirects to HTTPS (listener http_redirect); without a certificate there is no HTTPS to redirect to.
+  #checkov:skip=CKV2_AWS_20:With TLS (route53_zone_id or certificate_arn) port 80 only redirects to HTTPS (listener http_redirect); without a certificate the plan fails unless the operator sets allow_plain_http = true, and then there is no HTTPS to redirect to.
   name                       = var.name
   load_balancer_type         = "application"
   internal                   = false
@@ -418,11 +418,11 @@ resource "aws_lb_target_group" "this" {
   tags = var.tags
 }
 
-# Plain HTTP (no certificate): basic-auth passwords cross the network in clear text, so
-# allowed_cidrs should be a VPN or office network. Set route53_zone_id or certificate_arn for TLS.
+# Plain HTTP (no certificate, and allow_plain_http = true: without it the plan fails): basic-auth
+# passwords cross the network in clear text, so allowed_cidrs must be a VPN or private network.
 resource "aws_lb_listener" "http" {
-  #checkov:skip=CKV_AWS_2:This listener exists only when neither route53_zone_id nor certificate_arn is set; with TLS port 80 only redirects to HTTPS (listener http_redirect).
-  #checkov:skip=CKV_AWS_103:Plain HTTP by the operator's choice (no certificate); with one, the HTTPS listener uses the TLS 1.3/1.2 policy.
+  #checkov:skip=CKV_AWS_2:This listener exists only with allow_plain_http = true and no certificate (the plan fails otherwise): the operator's explicit choice for a VPN-only load balancer. With TLS port 80 only redirects to HTTPS (listener http_redirect).
+  #checkov:skip=CKV_AWS_103:Plain HTTP only by the operator's explicit allow_plain_http = true; with a certificate the HTTPS listener uses the TLS 1.3/1.2 policy.
   count = local.tls ? 0 : 1
 
   load_balancer_arn = aws_lb.this.arn

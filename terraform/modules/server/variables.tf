@@ -64,7 +64,7 @@ variable "allow_public_ingress" {
 }
 
 variable "certificate_arn" {
-  description = "ACM certificate (same region) for HTTPS on the load balancer; null: plain HTTP on port 80, unless route53_zone_id is set."
+  description = "ACM certificate (same region) for HTTPS on the load balancer; with neither this nor route53_zone_id, the plan fails unless allow_plain_http = true."
   type        = string
   default     = null
 
@@ -76,6 +76,18 @@ variable "certificate_arn" {
   validation {
     condition     = var.certificate_arn == null || var.route53_zone_id == null
     error_message = "Set certificate_arn or route53_zone_id, not both: with route53_zone_id the module requests and validates the certificate itself."
+  }
+}
+
+variable "allow_plain_http" {
+  description = "Serve plain HTTP on port 80 when neither route53_zone_id nor certificate_arn is set. Basic-auth passwords then cross the network in clear text: only for a load balancer reached through a VPN or a private network (allowed_cidrs)."
+  type        = bool
+  default     = false
+  nullable    = false
+
+  validation {
+    condition     = var.allow_plain_http || var.route53_zone_id != null || var.certificate_arn != null
+    error_message = "No TLS: set route53_zone_id (with domain_name) for a certificate Terraform requests and validates, or certificate_arn for one of your own. Without TLS, basic-auth passwords cross the network in clear text; to accept that (a load balancer reached only through a VPN), set allow_plain_http = true."
   }
 }
 
