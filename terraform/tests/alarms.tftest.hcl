@@ -48,10 +48,20 @@ run "every_alarm_notifies_the_topic_when_it_fires_and_clears" {
 
   assert {
     condition = toset(keys(aws_cloudwatch_metric_alarm.this)) == toset([
-      "asg_in_service", "asg_status_check", "alb_5xx", "target_5xx", "unhealthy_hosts",
-      "db_free_storage", "db_freeable_memory", "db_connections", "db_cpu",
+      "asg_in_service", "asg_status_check", "alb_5xx", "target_5xx", "unhealthy_hosts", "target_response_time",
+      "db_free_storage", "db_freeable_memory", "db_connections", "db_cpu", "db_read_latency", "db_write_latency",
     ])
-    error_message = "Nine alarms expected: group in service, status checks, ELB 5XX, target 5XX, unhealthy hosts, and the database's storage, memory, connections and CPU."
+    error_message = "Twelve alarms expected without a certificate: group in service, status checks, ELB 5XX, target 5XX, unhealthy hosts, response time, and the database's storage, memory, connections, CPU and read and write latency."
+  }
+
+  assert {
+    condition     = alltrue([for alarm in aws_cloudwatch_metric_alarm.this : (alarm.statistic == null) != (alarm.extended_statistic == null)])
+    error_message = "Every alarm needs exactly one of statistic and extended_statistic (CloudWatch refuses both, and neither)."
+  }
+
+  assert {
+    condition     = output.names == sort(values(output.alarm_names)) && length(output.names) == 12
+    error_message = "names must list every alarm's name, sorted."
   }
 
   assert {
@@ -80,7 +90,7 @@ run "every_alarm_notifies_the_topic_when_it_fires_and_clears" {
   }
 
   assert {
-    condition     = alltrue([for key, name in output.alarm_names : name == "test-${replace(key, "_", "-")}"]) && length(distinct(values(output.alarm_names))) == 9
+    condition     = alltrue([for key, name in output.alarm_names : name == "test-${replace(key, "_", "-")}"]) && length(distinct(values(output.alarm_names))) == 12
     error_message = "Alarms must be named <name>-<key>, each name once."
   }
 
@@ -273,6 +283,263 @@ run "thresholds_are_converted_to_the_metric_units" {
     )
     error_message = "min_in_service and the 5XX thresholds and window must reach the alarms."
   }
+}
+
+run "response_time_alarm_watches_the_p99_of_the_load_balancer" {
+  command = plan
+
+  module {
+    source = "./modules/alarms"
+  }
+
+  assert {
+    condition = (aws_cloudwatch_metric_alarm.this["target_response_time"].namespace == "AWS/ApplicationELB"
+      && aws_cloudwatch_metric_alarm.this["target_response_time"].metric_name == "TargetResponseTime"
+      && aws_cloudwatch_metric_alarm.this["target_response_time"].dimensions == tomap({ LoadBalancer = "app/test/0123456789abcdef" })
+    )
+    error_message = "The response time alarm must watch TargetResponseTime of the load balancer."
+  }
+
+  assert {
+    condition = (aws_cloudwatch_metric_alarm.this["target_response_time"].extended_statistic == "p99"
+      && aws_cloudwatch_metric_alarm.this["target_response_time"].statistic == null
+      && aws_cloudwatch_metric_alarm.this["target_response_time"].evaluate_low_sample_count_percentiles == "ignore"
+    )
+    error_message = "The response time alarm must use the p99 percentile (extended_statistic, no statistic) and leave its state alone on too few requests."
+  }
+
+  assert {
+    condition = (aws_cloudwatch_metric_alarm.this["target_response_time"].threshold == 2
+      && aws_cloudwatch_metric_alarm.this["target_response_time"].comparison_operator == "GreaterThanThreshold"
+      && aws_cloudwatch_metric_alarm.this["target_response_time"].period == 300
+      && aws_cloudwatch_metric_alarm.this["target_response_time"].evaluation_periods == 3
+      && aws_cloudwatch_metric_alarm.this["target_response_time"].treat_missing_data == "notBreaching"
+    )
+    error_message = "The response time alarm must fire above 2 s for 3 periods of 5 min; no requests is no slowness."
+  }
+
+  assert {
+    condition     = output.alarms["target_response_time"].extended_statistic == "p99" && output.alarms["target_response_time"].threshold == 2
+    error_message = "The alarms output must show the percentile and the threshold."
+  }
+}
+
+run "database_latency_alarms_watch_reads_and_writes_in_seconds" {
+  command = plan
+
+  module {
+    source = "./modules/alarms"
+  }
+
+  assert {
+    condition = alltrue([
+      for key, metric in { db_read_latency = "ReadLatency", db_write_latency = "WriteLatency" } :
+      aws_cloudwatch_metric_alarm.this[key].namespace == "AWS/RDS"
+      && aws_cloudwatch_metric_alarm.this[key].metric_name == metric
+      && aws_cloudwatch_metric_alarm.this[key].dimensions == tomap({ DBInstanceIdentifier = "test" })
+      && aws_cloudwatch_metric_alarm.this[key].statistic == "Average"
+      && aws_cloudwatch_metric_alarm.this[key].extended_statistic == null
+    ])
+    error_message = "The latency alarms must watch the average ReadLatency and WriteLatency of the given instance."
+  }
+
+  assert {
+    condition = alltrue([
+      for key in ["db_read_latency", "db_write_latency"] :
+      aws_cloudwatch_metric_alarm.this[key].threshold == 0.02
+      && aws_cloudwatch_metric_alarm.this[key].comparison_operator == "GreaterThanThreshold"
+      && aws_cloudwatch_metric_alarm.this[key].period * aws_cloudwatch_metric_alarm.this[key].evaluation_periods == 900
+      && aws_cloudwatch_metric_alarm.this[key].treat_missing_data == "missing"
+    ])
+    error_message = "The latency alarms must fire above 0.02 s (20 ms, the metric's unit is seconds) for 15 min."
+  }
+
+  assert {
+    condition     = strcontains(aws_cloudwatch_metric_alarm.this["db_read_latency"].alarm_description, "more than 20 ms") && strcontains(aws_cloudwatch_metric_alarm.this["db_write_latency"].alarm_description, "more than 20 ms")
+    error_message = "The latency descriptions must give the threshold in milliseconds."
+  }
+}
+
+run "latency_thresholds_and_windows_reach_the_alarms" {
+  command = plan
+
+  module {
+    source = "./modules/alarms"
+  }
+
+  variables {
+    target_response_time_p99_threshold_seconds = 0.5
+    response_time_evaluation_minutes           = 30
+    db_read_latency_threshold_seconds          = 0.005
+    db_write_latency_threshold_seconds         = 0.1
+    db_evaluation_minutes                      = 10
+  }
+
+  assert {
+    condition = (aws_cloudwatch_metric_alarm.this["target_response_time"].threshold == 0.5
+      && aws_cloudwatch_metric_alarm.this["target_response_time"].evaluation_periods == 6
+      && aws_cloudwatch_metric_alarm.this["db_read_latency"].threshold == 0.005
+      && aws_cloudwatch_metric_alarm.this["db_write_latency"].threshold == 0.1
+      && aws_cloudwatch_metric_alarm.this["db_write_latency"].evaluation_periods == 2
+    )
+    error_message = "The latency thresholds and windows must reach the alarms unchanged (seconds)."
+  }
+}
+
+run "no_certificate_alarm_without_a_certificate" {
+  command = plan
+
+  module {
+    source = "./modules/alarms"
+  }
+
+  assert {
+    condition     = !contains(keys(aws_cloudwatch_metric_alarm.this), "certificate_expiry") && !contains(keys(output.alarm_names), "certificate_expiry")
+    error_message = "Without certificate_arn there is no certificate to watch."
+  }
+}
+
+run "certificate_alarm_watches_days_to_expiry" {
+  command = plan
+
+  module {
+    source = "./modules/alarms"
+  }
+
+  variables {
+    certificate_arn = "arn:aws:acm:us-east-1:123456789012:certificate/11111111-2222-3333-4444-555555555555"
+  }
+
+  assert {
+    condition = (aws_cloudwatch_metric_alarm.this["certificate_expiry"].namespace == "AWS/CertificateManager"
+      && aws_cloudwatch_metric_alarm.this["certificate_expiry"].metric_name == "DaysToExpiry"
+      && aws_cloudwatch_metric_alarm.this["certificate_expiry"].dimensions == tomap({ CertificateArn = "arn:aws:acm:us-east-1:123456789012:certificate/11111111-2222-3333-4444-555555555555" })
+    )
+    error_message = "The certificate alarm must watch DaysToExpiry of the given certificate."
+  }
+
+  assert {
+    condition = (aws_cloudwatch_metric_alarm.this["certificate_expiry"].statistic == "Minimum"
+      && aws_cloudwatch_metric_alarm.this["certificate_expiry"].period == 86400
+      && aws_cloudwatch_metric_alarm.this["certificate_expiry"].evaluation_periods == 1
+      && aws_cloudwatch_metric_alarm.this["certificate_expiry"].comparison_operator == "LessThanThreshold"
+      && aws_cloudwatch_metric_alarm.this["certificate_expiry"].threshold == 30
+      && aws_cloudwatch_metric_alarm.this["certificate_expiry"].treat_missing_data == "breaching"
+    )
+    error_message = "The certificate alarm must fire when the daily minimum of DaysToExpiry is below 30, or when ACM publishes none."
+  }
+
+  assert {
+    condition     = output.alarm_names["certificate_expiry"] == "test-certificate-expiry" && length(output.names) == 13 && aws_cloudwatch_metric_alarm.this["certificate_expiry"].alarm_actions == toset([aws_sns_topic.this.arn])
+    error_message = "The certificate alarm must be named <name>-certificate-expiry, listed in names and notify the topic."
+  }
+}
+
+run "certificate_alarm_threshold_and_explicit_switch" {
+  command = plan
+
+  module {
+    source = "./modules/alarms"
+  }
+
+  variables {
+    certificate_arn                   = "arn:aws:acm:us-east-1:123456789012:certificate/11111111-2222-3333-4444-555555555555"
+    certificate_expiry_threshold_days = 45
+    certificate_expiry_alarm          = true
+  }
+
+  assert {
+    condition     = aws_cloudwatch_metric_alarm.this["certificate_expiry"].threshold == 45
+    error_message = "certificate_expiry_threshold_days must reach the alarm."
+  }
+}
+
+run "certificate_alarm_can_be_switched_off" {
+  command = plan
+
+  module {
+    source = "./modules/alarms"
+  }
+
+  variables {
+    certificate_arn          = "arn:aws:acm:us-east-1:123456789012:certificate/11111111-2222-3333-4444-555555555555"
+    certificate_expiry_alarm = false
+  }
+
+  assert {
+    condition     = !contains(keys(aws_cloudwatch_metric_alarm.this), "certificate_expiry")
+    error_message = "certificate_expiry_alarm = false must create no certificate alarm."
+  }
+}
+
+run "rejects_a_certificate_alarm_without_a_certificate" {
+  command = plan
+
+  module {
+    source = "./modules/alarms"
+  }
+
+  variables {
+    certificate_expiry_alarm = true
+  }
+
+  expect_failures = [var.certificate_expiry_alarm]
+}
+
+run "rejects_a_certificate_that_is_not_from_acm" {
+  command = plan
+
+  module {
+    source = "./modules/alarms"
+  }
+
+  variables {
+    certificate_arn = "arn:aws:iam::123456789012:server-certificate/test"
+  }
+
+  expect_failures = [var.certificate_arn]
+}
+
+run "rejects_a_latency_threshold_in_milliseconds" {
+  command = plan
+
+  module {
+    source = "./modules/alarms"
+  }
+
+  variables {
+    db_read_latency_threshold_seconds = 20
+  }
+
+  expect_failures = [var.db_read_latency_threshold_seconds]
+}
+
+run "rejects_a_response_time_window_that_is_not_whole_periods" {
+  command = plan
+
+  module {
+    source = "./modules/alarms"
+  }
+
+  variables {
+    response_time_evaluation_minutes = 7
+  }
+
+  expect_failures = [var.response_time_evaluation_minutes]
+}
+
+run "rejects_a_certificate_threshold_of_zero_days" {
+  command = plan
+
+  module {
+    source = "./modules/alarms"
+  }
+
+  variables {
+    certificate_expiry_threshold_days = 0
+  }
+
+  expect_failures = [var.certificate_expiry_threshold_days]
 }
 
 run "topic_is_encrypted_and_only_this_accounts_alarms_publish" {

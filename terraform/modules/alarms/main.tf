@@ -17,11 +17,26 @@ locals {
   target_group  = { LoadBalancer = var.load_balancer_arn_suffix, TargetGroup = var.target_group_arn_suffix }
   database      = { DBInstanceIdentifier = var.db_instance_identifier }
 
+  # Known at plan time even when certificate_arn is not (a conditional with a known condition
+  # is its chosen branch; `unknown != null` would be unknown).
+  certificate_expiry_alarm = var.certificate_expiry_alarm != null ? var.certificate_expiry_alarm : var.certificate_arn != null
+
+  # What an alarm below may leave out: a percentile instead of a statistic (CloudWatch takes one
+  # of statistic and extended_statistic, never both), and `create = false` for an alarm whose
+  # resource is optional. Its key must stay known at plan time, so `create` may only depend on
+  # whether a variable is set, not on a value another resource computes.
+  alarm_defaults = {
+    statistic                             = null
+    extended_statistic                    = null
+    evaluate_low_sample_count_percentiles = null
+    create                                = true
+  }
+
   # Every alarm, by short key. Missing data: "breaching" where silence itself is a fault,
   # "notBreaching" for metrics published only when something happens (5XX counts) or that have
   # another alarm for their absence, "missing" for the database (a reboot in the maintenance
   # window neither fires nor clears an alarm; an outage shows in the 5XX and health alarms).
-  alarms = {
+  alarm_definitions = {
     asg_in_service = {
       namespace           = "AWS/AutoScaling"
       metric_name         = "GroupInServiceInstances"
@@ -130,6 +145,66 @@ locals {
       treat_missing_data  = "missing"
       description         = "Database ${var.db_instance_identifier} has been above ${var.db_cpu_threshold_percent} % CPU for ${var.db_evaluation_minutes} min. Find the expensive queries in Performance Insights or the slow-statement log; on a burstable class check CPUCreditBalance, and move to a larger class if the load is real."
     }
+    # From the request leaving the load balancer to the first response header: an upload's
+    # transfer counts (MLflow answers once it has the body), a download's does not. Percentiles
+    # of a handful of requests say little: such periods leave the alarm's state as it is.
+    target_response_time = {
+      namespace                             = "AWS/ApplicationELB"
+      metric_name                           = "TargetResponseTime"
+      dimensions                            = local.load_balancer
+      extended_statistic                    = "p99"
+      evaluate_low_sample_count_percentiles = "ignore"
+      comparison_operator                   = "GreaterThanThreshold"
+      threshold                             = var.target_response_time_p99_threshold_seconds
+      period                                = 300
+      evaluation_periods                    = var.response_time_evaluation_minutes / 5
+      treat_missing_data                    = "notBreaching"
+      description                           = "1 % of the requests to the MLflow servers have taken more than ${var.target_response_time_p99_threshold_seconds} s to answer for ${var.response_time_evaluation_minutes} min (TargetResponseTime p99). Compare with the database latency and CPU alarms; then the servers' CPU and worker count (MLFLOW_STACK_WORKERS), and the slow routes in the servers' log group. Large artifact uploads count their transfer time: raise the threshold if your team logs large artifacts."
+    }
+    db_read_latency = {
+      namespace           = "AWS/RDS"
+      metric_name         = "ReadLatency"
+      dimensions          = local.database
+      statistic           = "Average"
+      comparison_operator = "GreaterThanThreshold"
+      threshold           = var.db_read_latency_threshold_seconds
+      period              = 300
+      evaluation_periods  = var.db_evaluation_minutes / 5
+      treat_missing_data  = "missing"
+      description         = "Database ${var.db_instance_identifier} has averaged more than ${var.db_read_latency_threshold_seconds * 1000} ms per disk read for ${var.db_evaluation_minutes} min. Reads reach the disk when the working set outgrows memory (FreeableMemory, the buffer cache hit ratio in Performance Insights) or a query scans a table; check ReadIOPS and ReadThroughput against the gp3 volume's baseline, then a larger class or provisioned IOPS."
+    }
+    db_write_latency = {
+      namespace           = "AWS/RDS"
+      metric_name         = "WriteLatency"
+      dimensions          = local.database
+      statistic           = "Average"
+      comparison_operator = "GreaterThanThreshold"
+      threshold           = var.db_write_latency_threshold_seconds
+      period              = 300
+      evaluation_periods  = var.db_evaluation_minutes / 5
+      treat_missing_data  = "missing"
+      description         = "Database ${var.db_instance_identifier} has averaged more than ${var.db_write_latency_threshold_seconds * 1000} ms per disk write for ${var.db_evaluation_minutes} min. Check WriteIOPS and WriteThroughput against the gp3 volume's baseline (bulk metric logging, a backup or a storage change in progress: the RDS events), and DiskQueueDepth; then provisioned IOPS or a larger class."
+    }
+    # ACM publishes DaysToExpiry once a day per certificate until it expires. No data counts as
+    # breaching: a wrong ARN or region, or an expired or deleted certificate, must not be silent.
+    certificate_expiry = {
+      create              = local.certificate_expiry_alarm
+      namespace           = "AWS/CertificateManager"
+      metric_name         = "DaysToExpiry"
+      dimensions          = { CertificateArn = var.certificate_arn }
+      statistic           = "Minimum"
+      comparison_operator = "LessThanThreshold"
+      threshold           = var.certificate_expiry_threshold_days
+      period              = 86400
+      evaluation_periods  = 1
+      treat_missing_data  = "breaching"
+      description         = "The load balancer's certificate expires in less than ${var.certificate_expiry_threshold_days} days (or ACM publishes no DaysToExpiry for it: wrong ARN or region, expired or deleted). An ACM-issued certificate renews itself while its DNS validation record exists: check the record and the certificate's renewal status in ACM. An imported certificate must be reimported with a new one before it expires."
+    }
+  }
+
+  alarms = {
+    for key, alarm in local.alarm_definitions : key => merge(local.alarm_defaults, alarm)
+    if try(alarm.create, true)
   }
 }
 
@@ -198,17 +273,20 @@ resource "aws_sns_topic_subscription" "email" {
 resource "aws_cloudwatch_metric_alarm" "this" {
   for_each = local.alarms
 
-  alarm_name          = "${var.name}-${replace(each.key, "_", "-")}"
-  alarm_description   = each.value.description
-  namespace           = each.value.namespace
-  metric_name         = each.value.metric_name
-  dimensions          = each.value.dimensions
-  statistic           = each.value.statistic
-  comparison_operator = each.value.comparison_operator
-  threshold           = each.value.threshold
-  period              = each.value.period
-  evaluation_periods  = each.value.evaluation_periods
-  treat_missing_data  = each.value.treat_missing_data
+  alarm_name        = "${var.name}-${replace(each.key, "_", "-")}"
+  alarm_description = each.value.description
+  namespace         = each.value.namespace
+  metric_name       = each.value.metric_name
+  dimensions        = each.value.dimensions
+  # One of the two: a statistic (Average, Minimum, ...) or a percentile (p99).
+  statistic                             = each.value.statistic
+  extended_statistic                    = each.value.extended_statistic
+  evaluate_low_sample_count_percentiles = each.value.evaluate_low_sample_count_percentiles
+  comparison_operator                   = each.value.comparison_operator
+  threshold                             = each.value.threshold
+  period                                = each.value.period
+  evaluation_periods                    = each.value.evaluation_periods
+  treat_missing_data                    = each.value.treat_missing_data
 
   actions_enabled = true
   alarm_actions   = [aws_sns_topic.this.arn]

@@ -88,6 +88,28 @@ variable "db_instance_identifier" {
   }
 }
 
+variable "certificate_arn" {
+  description = "ARN of the load balancer's ACM certificate (in this region): with it, an alarm on its DaysToExpiry; null (no TLS) creates none. For a certificate created in the same apply (ARN unknown at plan time) also set certificate_expiry_alarm = true."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]+$", var.certificate_arn))
+    error_message = "certificate_arn must be null or an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)."
+  }
+}
+
+variable "certificate_expiry_alarm" {
+  description = "Whether to create the certificate expiry alarm. null: when certificate_arn is set. Set it (true or false) when certificate_arn is only known after apply, e.g. the ARN of a certificate created in the same configuration: an alarm's existence must be known at plan time."
+  type        = bool
+  default     = null
+
+  validation {
+    condition     = var.certificate_expiry_alarm != true || var.certificate_arn != null
+    error_message = "certificate_expiry_alarm = true needs certificate_arn."
+  }
+}
+
 ################################################################################
 # Thresholds and evaluation windows
 ################################################################################
@@ -210,6 +232,61 @@ variable "db_evaluation_minutes" {
   validation {
     condition     = var.db_evaluation_minutes >= 5 && var.db_evaluation_minutes <= 1440 && var.db_evaluation_minutes % 5 == 0
     error_message = "db_evaluation_minutes must be a multiple of 5 from 5 to 1440."
+  }
+}
+
+variable "target_response_time_p99_threshold_seconds" {
+  description = "Alarm when the 99th percentile of the servers' response time (TargetResponseTime, seconds until the first response header) stays above this many seconds for response_time_evaluation_minutes."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.target_response_time_p99_threshold_seconds > 0 && var.target_response_time_p99_threshold_seconds <= 300
+    error_message = "target_response_time_p99_threshold_seconds must be more than 0 and at most 300 (the load balancer's idle timeout)."
+  }
+}
+
+variable "response_time_evaluation_minutes" {
+  description = "Minutes (a multiple of 5: periods of 5 min) the response time must stay above its threshold before the alarm fires."
+  type        = number
+  default     = 15
+
+  validation {
+    condition     = var.response_time_evaluation_minutes >= 5 && var.response_time_evaluation_minutes <= 1440 && var.response_time_evaluation_minutes % 5 == 0
+    error_message = "response_time_evaluation_minutes must be a multiple of 5 from 5 to 1440."
+  }
+}
+
+variable "db_read_latency_threshold_seconds" {
+  description = "Alarm when the database's average time per disk read (ReadLatency, in seconds: 0.02 is 20 ms) stays above this for db_evaluation_minutes."
+  type        = number
+  default     = 0.02
+
+  validation {
+    condition     = var.db_read_latency_threshold_seconds > 0 && var.db_read_latency_threshold_seconds <= 10
+    error_message = "db_read_latency_threshold_seconds must be more than 0 and at most 10 (seconds, not milliseconds: 0.02 is 20 ms)."
+  }
+}
+
+variable "db_write_latency_threshold_seconds" {
+  description = "Alarm when the database's average time per disk write (WriteLatency, in seconds: 0.02 is 20 ms) stays above this for db_evaluation_minutes."
+  type        = number
+  default     = 0.02
+
+  validation {
+    condition     = var.db_write_latency_threshold_seconds > 0 && var.db_write_latency_threshold_seconds <= 10
+    error_message = "db_write_latency_threshold_seconds must be more than 0 and at most 10 (seconds, not milliseconds: 0.02 is 20 ms)."
+  }
+}
+
+variable "certificate_expiry_threshold_days" {
+  description = "Alarm when the certificate (certificate_arn) expires in fewer than this many days. ACM renews its own certificates from 60 days before expiry: an alarm at 30 means a renewal is stuck."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.certificate_expiry_threshold_days >= 1 && var.certificate_expiry_threshold_days <= 365 && floor(var.certificate_expiry_threshold_days) == var.certificate_expiry_threshold_days
+    error_message = "certificate_expiry_threshold_days must be a whole number from 1 to 365."
   }
 }
 
