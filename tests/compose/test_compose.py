@@ -270,6 +270,7 @@ def test_a_restart_of_the_server_under_a_writing_client_loses_no_acknowledged_wr
 
 
 SECRETS = [s.name for s in SETTINGS if s.required] + [
+    "POSTGRES_PASSWORD",  # one of three sources for serve, but compose's postgres needs it
     "MLFLOW_STACK_S3_ACCESS_KEY",
     "MLFLOW_STACK_S3_SECRET_KEY",
     "MINIO_ROOT_USER",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -184,3 +185,25 @@ def networks(value: str) -> tuple[str, ...]:
                 f"{network!r} is not an IP address or CIDR range such as 10.0.0.0/16"
             ) from None
     return items
+
+
+def absolute_path(value: str) -> str:
+    """absolute path of a file"""
+    if not PurePosixPath(value).is_absolute() or value.endswith("/"):
+        raise ValueError("must be the absolute path of a file, such as /run/secrets/pg-password")
+    if UNSAFE_IN_ENV.search(value):
+        raise ValueError("must not contain whitespace, quotes, $, #, ` or \\")
+    return value
+
+
+_SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[^\s]+$")
+
+
+def secret_arn(value: str) -> str:
+    """ARN of a Secrets Manager secret"""
+    if not _SECRET_ARN.match(value):
+        raise ValueError(
+            "must be a Secrets Manager secret ARN such as "
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:name-AbCdEf"
+        )
+    return value

@@ -115,12 +115,36 @@ class Settings:
     )
     postgres_password: str = _setting(
         "POSTGRES_PASSWORD",
-        "Password of POSTGRES_USER.",
+        "Password of POSTGRES_USER, read once at start. Set exactly one of POSTGRES_PASSWORD, "
+        "POSTGRES_PASSWORD_FILE and POSTGRES_PASSWORD_SECRET_ARN; the native runtime generates "
+        "this one into a new .env, and compose requires it.",
         "postgres",
+        default="",
         parse=checks.secret(12),
         secret=True,
         generate=True,
-        fixed_by={"ec2": "read from Secrets Manager at boot"},
+        fixed_by={"ec2": "empty: POSTGRES_PASSWORD_SECRET_ARN"},
+    )
+    postgres_password_file: str = _setting(
+        "POSTGRES_PASSWORD_FILE",
+        "File holding the password of POSTGRES_USER (one line), read again whenever a "
+        "connection to PostgreSQL is opened: replace the file (atomically, e.g. with mv) to "
+        "rotate the password without a restart.",
+        "postgres",
+        default="",
+        parse=checks.absolute_path,
+        fixed_by={"ec2": "empty: POSTGRES_PASSWORD_SECRET_ARN"},
+    )
+    postgres_password_secret_arn: str = _setting(
+        "POSTGRES_PASSWORD_SECRET_ARN",
+        "AWS Secrets Manager secret whose JSON has the password of POSTGRES_USER as "
+        "`password`, read through the default AWS credential chain (e.g. an EC2 instance role) "
+        "when a connection is opened, kept for a minute, and read again at once when "
+        "PostgreSQL refuses it, so that a rotation needs no restart.",
+        "postgres",
+        default="",
+        parse=checks.secret_arn,
+        fixed_by={"ec2": "the database secret Terraform creates"},
     )
     postgres_db: str = _setting(
         "POSTGRES_DB",
@@ -333,6 +357,7 @@ class Settings:
                 values[attribute] = setting.checked(raw)
             except ConfigError as error:
                 problems.extend(error.problems)
+        problems.extend(_password_source_problems(environ))
         if not problems:
             problems.extend(_cross_checks(values))
         if problems:
@@ -364,6 +389,22 @@ class Settings:
         wildcard = {"0.0.0.0", "::"}  # noqa: S104 - recognising it, not binding
         host = "127.0.0.1" if self.host in wildcard else self.host
         return f"http://{host}:{self.port}"
+
+
+#: Where the database password may come from; exactly one of them is set.
+PASSWORD_SOURCES = ("POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "POSTGRES_PASSWORD_SECRET_ARN")
+
+
+def _password_source_problems(environ: Mapping[str, str]) -> list[str]:
+    """One line when none or several of :data:`PASSWORD_SOURCES` are set (empty is unset)."""
+    given = [name for name in PASSWORD_SOURCES if environ.get(name, "")]
+    if len(given) == 1:
+        return []
+    choices = f"{', '.join(PASSWORD_SOURCES[:-1])} or {PASSWORD_SOURCES[-1]}"
+    if not given:
+        return [f"POSTGRES_PASSWORD is not set: set exactly one of {choices}"]
+    are = "are both set" if len(given) == 2 else "are all set"
+    return [f"{' and '.join(given)} {are}: set exactly one of {choices}"]
 
 
 def _cross_checks(values: Mapping[str, Any]) -> list[str]:

@@ -10,7 +10,13 @@ from dotenv import dotenv_values
 
 from mlflow_stack.errors import ConfigError, StackError
 from mlflow_stack.settings.checks import UNSAFE_IN_ENV
-from mlflow_stack.settings.contract import SETTING_NAMES, Settings, new_env_values, unknown_names
+from mlflow_stack.settings.contract import (
+    PASSWORD_SOURCES,
+    SETTING_NAMES,
+    Settings,
+    new_env_values,
+    unknown_names,
+)
 from mlflow_stack.settings.render import render_env_file
 
 
@@ -57,8 +63,15 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, str]:
 
 
 def new_file_values(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Fresh random secrets overlaid by ``overrides``, checked as a whole (ConfigError)."""
-    values = {**new_env_values(), **(overrides or {})}
+    """Fresh random secrets overlaid by ``overrides``, checked as a whole (ConfigError).
+
+    No database password is generated when ``overrides`` name another source of it
+    (POSTGRES_PASSWORD_FILE or POSTGRES_PASSWORD_SECRET_ARN)."""
+    overrides = dict(overrides or {})
+    generated = new_env_values()
+    if any(overrides.get(name) for name in PASSWORD_SOURCES if name != "POSTGRES_PASSWORD"):
+        generated.pop("POSTGRES_PASSWORD")
+    values = {**generated, **overrides}
     problems = [
         f"{name}: the value must not contain whitespace, quotes, $, #, ` or \\"
         for name, value in values.items()

@@ -20,6 +20,12 @@ URL = "must be an http:// or https:// URL such as http://127.0.0.1:9000"
 USERNAME = "must be 1-64 letters, digits or . _ @ + -"
 ACCESS_KEY = "must be at least 3 characters, without whitespace, quotes, $ or #"
 REGION = "must be a region name such as us-east-1"
+FILE = "must be the absolute path of a file, such as /run/secrets/pg-password"
+ARN = (
+    "must be a Secrets Manager secret ARN such as "
+    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:name-AbCdEf"
+)
+RDS_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-3f1c2a9e-AbCdEf"
 
 #: (check, raw value) -> parsed value
 VALID: list[tuple[checks.Parser, str, object]] = [
@@ -78,6 +84,14 @@ VALID: list[tuple[checks.Parser, str, object]] = [
     (checks.networks, "", ()),
     (checks.networks, "10.0.0.0/16, 192.168.1.7", ("10.0.0.0/16", "192.168.1.7")),
     (checks.networks, "10.0.0.1/16,fd00::/8", ("10.0.0.1/16", "fd00::/8")),  # host bits: fine
+    (checks.absolute_path, "/run/secrets/pg-password", "/run/secrets/pg-password"),
+    (checks.absolute_path, "/etc/mlflow-stack/pg.pw", "/etc/mlflow-stack/pg.pw"),
+    (checks.secret_arn, RDS_SECRET, RDS_SECRET),
+    (
+        checks.secret_arn,
+        "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:mlflow/database-x1",
+        "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:mlflow/database-x1",
+    ),
 ]
 
 #: (check, raw value, the message of the ValueError)
@@ -184,6 +198,17 @@ INVALID: list[tuple[checks.Parser, str, str]] = [
     ),
     (checks.networks, "alb.example.com", "'alb.example.com' is not an IP address or CIDR"),
     (checks.networks, "10.0.0.0/33", "'10.0.0.0/33' is not an IP address or CIDR"),
+    (checks.absolute_path, "", FILE),
+    (checks.absolute_path, "pg-password", FILE),
+    (checks.absolute_path, "./pg-password", FILE),
+    (checks.absolute_path, "/run/secrets/", FILE),
+    (checks.absolute_path, "/run/my secrets/pw", UNSAFE),
+    (checks.absolute_path, "/run/$HOME/pw", UNSAFE),
+    (checks.secret_arn, "", ARN),
+    (checks.secret_arn, "mlflow/database", ARN),
+    (checks.secret_arn, "arn:aws:secretsmanager:eu-west-1:123456789012:secret:", ARN),
+    (checks.secret_arn, "arn:aws:s3:::bucket", ARN),
+    (checks.secret_arn, "arn:aws:secretsmanager:eu-west-1:1234:secret:x", ARN),
 ]
 
 
@@ -270,6 +295,8 @@ def test_the_module_checks_are_all_found() -> None:
         "region",
         "host_patterns",
         "networks",
+        "absolute_path",
+        "secret_arn",
     }
 
 

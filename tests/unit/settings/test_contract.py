@@ -34,7 +34,16 @@ def test_only_the_secrets_are_required_and_defaults_fill_the_rest() -> None:
     assert settings.s3_endpoint_url == ""  # AWS S3
     assert settings.allowed_hosts == ("mlflow",)
     required = {s.name for s in SETTINGS if s.required}
-    assert required == set(SECRETS)
+    # POSTGRES_PASSWORD is one of three sources, exactly one of which is required
+    assert required == set(SECRETS) - {"POSTGRES_PASSWORD"}
+    assert settings.postgres_password == SECRETS["POSTGRES_PASSWORD"]
+    assert settings.postgres_password_file == settings.postgres_password_secret_arn == ""
+
+
+NO_PASSWORD = (
+    "POSTGRES_PASSWORD is not set: set exactly one of POSTGRES_PASSWORD, "
+    "POSTGRES_PASSWORD_FILE or POSTGRES_PASSWORD_SECRET_ARN"
+)
 
 
 def test_each_missing_secret_is_named_on_its_own_line() -> None:
@@ -42,14 +51,71 @@ def test_each_missing_secret_is_named_on_its_own_line() -> None:
         Settings.from_env({})
     assert len(caught.value.problems) == len(SECRETS)
     for name, problem in zip(sorted(SECRETS), sorted(caught.value.problems), strict=True):
-        assert problem.startswith(name)
-        assert "required" in problem
+        assert problem.startswith(f"{name} is not set: ")
+    assert NO_PASSWORD in caught.value.problems
 
 
 def test_an_empty_value_counts_as_unset() -> None:
     assert Settings.from_env({**SECRETS, "POSTGRES_PORT": ""}).postgres_port == 5432
-    assert problems(POSTGRES_PASSWORD="") == [
-        "POSTGRES_PASSWORD is not set: it is required and has no default"
+    assert problems(POSTGRES_PASSWORD="") == [NO_PASSWORD]
+    assert problems(POSTGRES_PASSWORD="", POSTGRES_PASSWORD_FILE="") == [NO_PASSWORD]
+
+
+ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-3f1c2a9e-AbCdEf"
+
+
+@pytest.mark.parametrize(
+    ("source", "value", "attribute"),
+    [
+        ("POSTGRES_PASSWORD_FILE", "/run/secrets/pg-password", "postgres_password_file"),
+        ("POSTGRES_PASSWORD_SECRET_ARN", ARN, "postgres_password_secret_arn"),
+    ],
+)
+def test_the_password_may_come_from_a_file_or_a_secret_instead(
+    source: str, value: str, attribute: str
+) -> None:
+    settings = Settings.from_env({**SECRETS, "POSTGRES_PASSWORD": "", source: value})
+    assert getattr(settings, attribute) == value
+    assert settings.postgres_password == ""
+    assert value not in settings.backend_store_uri
+
+
+@pytest.mark.parametrize(
+    ("given", "line"),
+    [
+        (
+            {"POSTGRES_PASSWORD_FILE": "/run/secrets/pg-password"},
+            "POSTGRES_PASSWORD and POSTGRES_PASSWORD_FILE are both set: set exactly one of "
+            "POSTGRES_PASSWORD, POSTGRES_PASSWORD_FILE or POSTGRES_PASSWORD_SECRET_ARN",
+        ),
+        (
+            {"POSTGRES_PASSWORD_FILE": "/run/pw", "POSTGRES_PASSWORD_SECRET_ARN": ARN},
+            "POSTGRES_PASSWORD and POSTGRES_PASSWORD_FILE and POSTGRES_PASSWORD_SECRET_ARN are "
+            "all set: set exactly one of POSTGRES_PASSWORD, POSTGRES_PASSWORD_FILE or "
+            "POSTGRES_PASSWORD_SECRET_ARN",
+        ),
+    ],
+)
+def test_more_than_one_password_source_is_one_line_naming_them(
+    given: dict[str, str], line: str
+) -> None:
+    assert problems(**given) == [line]
+
+
+def test_two_sources_without_the_static_one_are_refused_too() -> None:
+    found = problems(
+        POSTGRES_PASSWORD="", POSTGRES_PASSWORD_FILE="/run/pw", POSTGRES_PASSWORD_SECRET_ARN=ARN
+    )
+    assert found == [
+        "POSTGRES_PASSWORD_FILE and POSTGRES_PASSWORD_SECRET_ARN are both set: set exactly one "
+        "of POSTGRES_PASSWORD, POSTGRES_PASSWORD_FILE or POSTGRES_PASSWORD_SECRET_ARN"
+    ]
+
+
+def test_an_invalid_password_source_is_named_with_its_value() -> None:
+    assert problems(POSTGRES_PASSWORD="", POSTGRES_PASSWORD_FILE="pg-password") == [
+        "POSTGRES_PASSWORD_FILE='pg-password' must be the absolute path of a file, such as "
+        "/run/secrets/pg-password"
     ]
 
 

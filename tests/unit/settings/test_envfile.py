@@ -100,6 +100,28 @@ def test_new_file_values_are_fresh_secrets_under_the_overrides() -> None:
     Settings.from_env(values)
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("POSTGRES_PASSWORD_FILE", "/run/secrets/pg-password"),
+        ("POSTGRES_PASSWORD_SECRET_ARN", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x"),
+    ],
+)
+def test_no_database_password_is_generated_when_another_source_is_given(
+    name: str, value: str, tmp_path: Path
+) -> None:
+    values = new_file_values({name: value})
+    assert "POSTGRES_PASSWORD" not in values
+    assert values[name] == value
+    path = tmp_path / ".env"
+    assert create_env_file(path, {name: value})
+    written = read_env_file(path)
+    assert written["POSTGRES_PASSWORD"] == ""
+    assert written[name] == value
+    settings = Settings.from_env(written)
+    assert (settings.postgres_password, getattr(settings, name.lower())) == ("", value)
+
+
 def test_new_file_values_refuse_what_an_env_file_cannot_hold_unquoted() -> None:
     with pytest.raises(ConfigError) as caught:
         new_file_values({"POSTGRES_DB": "my db", "MLFLOW_STACK_HOST": "a#b"})

@@ -145,7 +145,9 @@ def test_one_table_per_section_in_the_contracts_order() -> None:
 @pytest.mark.parametrize(
     ("name", "default"),
     [
-        ("POSTGRES_PASSWORD", "*required* (generated)"),
+        ("MLFLOW_AUTH_ADMIN_PASSWORD", "*required* (generated)"),
+        ("POSTGRES_PASSWORD", "*empty* (generated)"),
+        ("POSTGRES_PASSWORD_FILE", "*empty*"),
         ("MLFLOW_STACK_S3_ENDPOINT_URL", "*empty*"),
         ("MLFLOW_STACK_S3_ACCESS_KEY", "*empty* (generated)"),
         ("MLFLOW_STACK_PORT", "`5000`"),
@@ -177,8 +179,10 @@ def test_the_runtimes_cell_names_what_each_runtime_sets_itself() -> None:
             else:
                 assert "*set*" not in cell
     password = row_of(text, "POSTGRES_PASSWORD")[4]
-    assert "ec2: *set* (read from Secrets Manager at boot)" in password
+    assert "ec2: *set* (empty: POSTGRES_PASSWORD_SECRET_ARN)" in password
     assert "native: `.env`" in password
+    arn = row_of(text, "POSTGRES_PASSWORD_SECRET_ARN")[4]
+    assert "ec2: *set* (the database secret Terraform creates)" in arn
 
 
 def test_pipes_and_line_breaks_cannot_break_a_row(monkeypatch: pytest.MonkeyPatch) -> None:
