@@ -29,6 +29,7 @@ from typing import NoReturn
 
 from mlflow_stack.errors import StackError
 from mlflow_stack.settings.contract import Settings
+from mlflow_stack.stores import password
 from mlflow_stack.stores.database import (
     apply_database_defaults,
     ensure_databases,
@@ -67,7 +68,8 @@ def allowed_hosts(settings: Settings) -> str:
 
 
 def write_auth_config(settings: Settings, directory: Path) -> Path:
-    """The basic-auth ini: user store in PostgreSQL. It holds no secret (PGPASSWORD does)."""
+    """The basic-auth ini: user store in PostgreSQL. It holds no secret (the password hook
+    of mlflow_stack.stores.password, or PGPASSWORD, gives it)."""
     path = directory / "basic_auth.ini"
     path.write_text(
         "[mlflow]\n"
@@ -109,7 +111,14 @@ def server_environment(
     settings: Settings, auth_config: Path, base: Mapping[str, str]
 ) -> dict[str, str]:
     env = dict(base)
-    env.update(libpq_environment(settings))
+    if password.source_for(settings).changes and not settings.job_execution:
+        # The password hook gives every connection the current password (serve installs it
+        # before it forks the workers): none in the environment, where it would go stale.
+        # MLflow's job runner starts processes of its own, which get the one of this start.
+        env.pop("PGPASSWORD", None)
+        env["PGSSLMODE"] = settings.postgres_sslmode
+    else:
+        env.update(libpq_environment(settings))
     for name, value in s3_environment(settings).items():
         if value:
             env[name] = value
@@ -217,6 +226,9 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> NoReturn:
     # Before anything imports mlflow.server.auth: it reads its configuration at import time.
     os.environ.clear()
     os.environ.update(server_environment(settings, auth_config, environ))
+    # Every engine of this process and of the workers it forks (MLflow's tracking, registry
+    # and user stores) opens its connections with the password current at that moment.
+    password.install(settings)
     from mlflow_stack.server import MULTIPROC_DIR_VARIABLE
 
     # Every worker's request counts, summed by whichever worker answers a scrape; removed

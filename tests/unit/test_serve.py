@@ -87,6 +87,38 @@ def test_server_environment_carries_credentials_outside_the_command_line(tmp_pat
     assert env["PATH"] == "/usr/bin"
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"POSTGRES_PASSWORD_FILE": "/run/secrets/pg-password"},
+        {"POSTGRES_PASSWORD_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:x"},
+    ],
+)
+def test_a_password_that_can_rotate_stays_out_of_the_environment(
+    tmp_path: Path, source: dict[str, str]
+) -> None:
+    """The password hook gives each connection the current one; PGPASSWORD would go stale."""
+    config = settings(POSTGRES_PASSWORD="", **source)
+    stale = {"PATH": "/usr/bin", "PGPASSWORD": "an-old-one-123456"}
+    env = server_environment(config, tmp_path / "auth.ini", stale)
+    assert "PGPASSWORD" not in env
+    assert env["PGSSLMODE"] == "prefer"
+    assert env["PATH"] == "/usr/bin"
+
+
+def test_with_the_job_runner_a_file_password_is_passed_as_of_the_start(tmp_path: Path) -> None:
+    """MLflow's job runner starts processes of its own, which the hook does not reach."""
+    path = tmp_path / "pg-password"
+    path.write_text("from-the-file-123456\n")
+    config = settings(
+        POSTGRES_PASSWORD="",
+        POSTGRES_PASSWORD_FILE=str(path),
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="true",
+    )
+    env = server_environment(config, tmp_path / "auth.ini", {})
+    assert env["PGPASSWORD"] == "from-the-file-123456"
+
+
 def test_on_aws_the_instance_role_supplies_s3_credentials(tmp_path: Path) -> None:
     aws = settings(
         MLFLOW_STACK_S3_ACCESS_KEY="",

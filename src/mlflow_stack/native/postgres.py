@@ -28,6 +28,7 @@ from mlflow_stack.native.reach import (
 from mlflow_stack.native.service import CHECK_TIMEOUT, Layout, Service
 from mlflow_stack.settings.contract import Settings
 from mlflow_stack.stores.database import connect
+from mlflow_stack.stores.password import current_password
 from mlflow_stack.waiting import NotReady
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ class PostgresService(Service):
         pwfile = self.pgdata.parent / ".postgres-initdb-password"  # where the account reaches
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(self.settings.postgres_password + "\n")
+            handle.write(current_password(self.settings) + "\n")
         self._chown(pwfile)
         command = [
             str(self.bin_dir / "initdb"),

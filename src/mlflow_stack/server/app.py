@@ -46,7 +46,7 @@ from mlflow_stack.server.hosts import HostCheck, HostPolicy
 from mlflow_stack.server.metrics import RequestMetrics, RouteLabels, install_endpoint
 from mlflow_stack.server.validation import RequestValidator, mlflow_routes
 from mlflow_stack.settings.contract import Settings
-from mlflow_stack.stores import phase
+from mlflow_stack.stores import password, phase
 
 SERVER_INFO_PATHS = frozenset({"/api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/server-info"})
 
@@ -119,6 +119,7 @@ def create_app() -> ASGIApp:
     from mlflow.server.auth import is_unprotected_route
 
     settings = Settings.from_env(os.environ)
+    password.install(settings)  # inherited from the master after a fork; needed after a spawn
     authstore.install()  # MLflow's auth store, its per-request reads kept (bounded)
     with phase.bracket(flask_app):  # the tracking store knows when MLflow authorizes
         app = create_basic_auth_app()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from mlflow_stack.errors import StackError
 from mlflow_stack.settings.contract import Settings
+from mlflow_stack.stores.password import current_password, open_with_password, source_for
+from mlflow_stack.stores.password import install as install_password_hook
 from mlflow_stack.waiting import NotReady, wait_for
 
 if TYPE_CHECKING:
@@ -33,13 +34,15 @@ class DatabaseMissingError(Exception):
 
 
 def libpq_options(settings: Settings) -> dict[str, Any]:
-    """Connection options that stay out of URIs (and so out of `ps` and logs)."""
-    return {"password": settings.postgres_password, "sslmode": settings.postgres_sslmode}
+    """Connection options that stay out of URIs (and so out of `ps` and logs), with the
+    password as the settings' source gives it now (mlflow_stack.stores.password)."""
+    return {"password": current_password(settings), "sslmode": settings.postgres_sslmode}
 
 
 def libpq_environment(settings: Settings) -> dict[str, str]:
-    """The same options as libpq environment variables, for processes we start."""
-    return {"PGPASSWORD": settings.postgres_password, "PGSSLMODE": settings.postgres_sslmode}
+    """The same options as libpq environment variables, for processes we start (pg_dump,
+    psql): the password current when they start."""
+    return {"PGPASSWORD": current_password(settings), "PGSSLMODE": settings.postgres_sslmode}
 
 
 def _where(settings: Settings) -> str:
@@ -50,16 +53,20 @@ def connect(settings: Settings, dbname: str, *, timeout: int = 5) -> Connection:
     """An autocommit connection; or StackError, NotReady or DatabaseMissingError saying why."""
     import psycopg2
 
-    try:
-        conn = psycopg2.connect(
+    def open_(password: str) -> Connection:
+        return psycopg2.connect(
             host=settings.postgres_host,
             port=settings.postgres_port,
             user=settings.postgres_user,
             dbname=dbname,
             connect_timeout=timeout,
             application_name="mlflow-stack",
-            **libpq_options(settings),
+            password=password,
+            sslmode=settings.postgres_sslmode,
         )
+
+    try:
+        conn = open_with_password(source_for(settings), open_)
     except psycopg2.OperationalError as error:
         raise _classify(error, settings, dbname) from None
     conn.autocommit = True
@@ -74,7 +81,7 @@ def _classify(error: Exception, settings: Settings, dbname: str) -> Exception:
     if "password authentication failed" in lowered or "no password supplied" in lowered:
         return StackError(
             f"{where} rejected POSTGRES_USER={settings.postgres_user!r} with the given "
-            "POSTGRES_PASSWORD (password authentication failed)"
+            f"{source_for(settings).setting} (password authentication failed)"
         )
     if f'role "{settings.postgres_user}" does not exist' in message:
         return StackError(f"POSTGRES_USER={settings.postgres_user!r} does not exist on {where}")
@@ -264,9 +271,9 @@ def _migrate_schemas(settings: Settings) -> None:
 
     from mlflow_stack.stores.indexes import ensure_indexes
 
-    # The auth migrations build their own engine from the URL, so the password reaches libpq
-    # through its environment, as it does for the server.
-    os.environ.update(libpq_environment(settings))
+    # The auth migrations build their own engine from the URL: the hook gives it (and every
+    # engine of this process) the password, as it does in the server.
+    install_password_hook(settings)
 
     def engine(uri: str) -> sqlalchemy.Engine:
         return sqlalchemy.create_engine(uri, poolclass=NullPool)

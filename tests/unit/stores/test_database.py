@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ from mlflow_stack.stores.database import (
     libpq_options,
     wait_for_postgres,
 )
+from mlflow_stack.stores.password import RETRY_DELAYS
 from mlflow_stack.waiting import NotReady
 from tests.conftest import REQUIRED, make_settings
 
@@ -256,6 +258,22 @@ def test_a_wrong_password_is_a_stack_error_naming_the_user(
         f"PostgreSQL at 127.0.0.1:{server.port} rejected POSTGRES_USER='mlflow' with the given "
         "POSTGRES_PASSWORD (password authentication failed)"
     )
+
+
+def test_a_password_from_a_file_that_stays_refused_names_the_file_setting(
+    fake_postgres: Callable[..., FakePostgres], tmp_path: Path
+) -> None:
+    """Refused on every try (the source is read again between them): the line names the
+    setting the password came from."""
+    path = tmp_path / "pg-password"
+    path.write_text(PASSWORD + "\n")
+    server = fake_postgres(errors={"mlflow": WRONG_PASSWORD})
+    error = failure(server, POSTGRES_PASSWORD="", POSTGRES_PASSWORD_FILE=str(path))
+    assert str(error) == (
+        f"PostgreSQL at 127.0.0.1:{server.port} rejected POSTGRES_USER='mlflow' with the given "
+        "POSTGRES_PASSWORD_FILE (password authentication failed)"
+    )
+    assert len(server.startups) == len(RETRY_DELAYS) + 1  # tried, then tried again
 
 
 def test_a_role_that_does_not_exist_is_a_stack_error(
