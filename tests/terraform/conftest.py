@@ -23,7 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TERRAFORM_SRC = REPO / "terraform"
-MODULES = ("network", "database", "artifacts", "server", "alarms")
+MODULES = ("network", "database", "artifacts", "server", "alarms", "access_logs")
 #: The local provider mirror (hashicorp/aws only); nothing is fetched from a registry.
 PROVIDER_MIRROR = Path(os.environ.get("TERRAFORM_PROVIDER_MIRROR", "/opt/tf-plugins"))
 
