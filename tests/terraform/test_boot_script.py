@@ -44,12 +44,16 @@ INSTANCE_ID = "i-0123456789abcdef0"
 STREAM = f"{INSTANCE_ID}/journal"
 ALB = "mlflow-prod-1234567890.eu-west-1.elb.amazonaws.com"
 
-#: The env file as the server module passes it: every setting, the passwords as shell variables.
+#: The env file as the server module passes it: every setting, the app secrets as shell
+#: variables, and the database secret's ARN (the server reads the password from it whenever it
+#: opens a connection, so that a rotation reaches running servers).
 ENVIRONMENT = {
     "POSTGRES_HOST": "mlflow-prod.c9akciq32xyz.eu-west-1.rds.amazonaws.com",
     "POSTGRES_PORT": "5432",
     "POSTGRES_USER": "mlflow",
-    "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD}",
+    "POSTGRES_PASSWORD": "",
+    "POSTGRES_PASSWORD_FILE": "",
+    "POSTGRES_PASSWORD_SECRET_ARN": "${DB_SECRET_ARN}",
     "POSTGRES_DB": "mlflow",
     "MLFLOW_STACK_AUTH_DB": "mlflow_auth",
     "POSTGRES_SSLMODE": "require",
@@ -85,7 +89,6 @@ VARIABLES: dict[str, Any] = {
     "db_secret_arn": DB_SECRET_ARN,
     "app_secret_arn": APP_SECRET_ARN,
     "secrets_version": 3,
-    "password_version": 2,
     "database_snapshot": SNAPSHOT,
 }
 
@@ -488,7 +491,12 @@ def test_prepare_writes_the_env_file_from_the_secrets(box: Box) -> None:
     values = env_file_values(env_file)
     assert set(values) == SERVE_SETTING_NAMES
     settings = Settings.from_env(values)  # raises ConfigError naming every bad value
-    assert settings.postgres_password == SECRETS[DB_SECRET_ARN]["password"]
+    # The database password is not written: the server reads the secret itself.
+    assert settings.postgres_password_secret_arn == DB_SECRET_ARN
+    assert settings.postgres_password == settings.postgres_password_file == ""
+    assert SECRETS[DB_SECRET_ARN]["password"] not in env_file.read_text()
+    read = [c["args"] for c in box.calls("aws") if c["call"] == "get-secret-value"]
+    assert [args[args.index("--secret-id") + 1] for args in read] == [APP_SECRET_ARN]
     app = SECRETS[APP_SECRET_ARN]
     assert settings.admin_password == app["MLFLOW_AUTH_ADMIN_PASSWORD"]
     assert settings.flask_secret_key == app["MLFLOW_FLASK_SERVER_SECRET_KEY"]
@@ -510,8 +518,8 @@ def test_prepare_says_in_one_line_that_the_image_is_missing(box: Box) -> None:
     assert box.run("prepare").returncode == 0
     env_file = box.env_dir / "mlflow.env"
     before = env_file.read_text()
-    secrets = {**SECRETS, DB_SECRET_ARN: {"password": "A0New0Password0That0Must0Not0Land"}}
-    (box.state / "secrets.json").write_text(json.dumps(secrets))
+    app = {**SECRETS[APP_SECRET_ARN], "MLFLOW_AUTH_ADMIN_PASSWORD": "A0New0One0That0Must0Not0Land"}
+    (box.state / "secrets.json").write_text(json.dumps({**SECRETS, APP_SECRET_ARN: app}))
 
     result = box.run("prepare", STUB_PULL_FAILS="1")
     assert result.returncode == 1
@@ -523,7 +531,7 @@ def test_prepare_says_in_one_line_that_the_image_is_missing(box: Box) -> None:
     )
     assert env_file.read_text() == before
     assert sorted(p.name for p in box.env_dir.iterdir()) == ["instance.env", "mlflow.env"]
-    assert not [c for c in box.calls("aws") if c["call"] == "get-secret-value"][2:]
+    assert not [c for c in box.calls("aws") if c["call"] == "get-secret-value"][1:]
 
 
 def test_prepare_fails_in_one_line_without_any_env_file(box: Box) -> None:
@@ -553,6 +561,18 @@ def test_prepare_says_in_one_line_that_a_secret_cannot_be_read(box: Box) -> None
         "value; systemd retries in 30 s\n"
     )
     assert not (box.env_dir / "mlflow.env").exists()
+
+
+def test_prepare_needs_no_access_to_the_database_secret(box: Box) -> None:
+    """The boot script never reads the database password (the server does, at each new
+    connection): prepare succeeds where the stub refuses that secret."""
+    (box.state / "secrets.json").write_text(json.dumps({APP_SECRET_ARN: SECRETS[APP_SECRET_ARN]}))
+    result = box.run("prepare")
+    assert result.returncode == 0, result.stderr
+    values = env_file_values(box.env_dir / "mlflow.env")
+    assert values["POSTGRES_PASSWORD_SECRET_ARN"] == DB_SECRET_ARN
+    assert values["POSTGRES_PASSWORD"] == values["POSTGRES_PASSWORD_FILE"] == ""
+    assert all(DB_SECRET_ARN not in call["args"] for call in box.calls("aws"))
 
 
 def test_prepare_says_in_one_line_that_the_registry_refuses_the_login(box: Box) -> None:
