@@ -10,6 +10,8 @@ data "aws_availability_zones" "available" {
 
 data "aws_caller_identity" "current" {}
 
+data "aws_region" "current" {}
+
 locals {
   create = var.vpc_id == null
   azs = (!local.create ? []
@@ -22,6 +24,9 @@ locals {
   private_cidrs = [for i in range(2) : cidrsubnet(var.vpc_cidr, 8, i + 10)]
 
   flow_logs = local.create && var.enable_flow_logs
+  nat       = local.create && var.egress == "nat"
+  endpoints = local.create && var.egress == "endpoints" ? toset(var.interface_endpoints) : toset([])
+  region    = data.aws_region.current.name
 }
 
 ################################################################################
@@ -118,6 +123,93 @@ resource "aws_route_table_association" "private" {
   route_table_id = aws_route_table.private[0].id
 }
 
+
+################################################################################
+# Egress of the private subnets: S3 through a gateway endpoint (free); everything else through
+# one NAT gateway, or through interface endpoints with no route to the internet
+################################################################################
+
+resource "aws_vpc_endpoint" "s3" {
+  count = local.create ? 1 : 0
+
+  vpc_id            = aws_vpc.this[0].id
+  service_name      = "com.amazonaws.${local.region}.s3"
+  vpc_endpoint_type = "Gateway"
+  # The servers' artifacts, the image's layers (ECR keeps them in S3) and Amazon Linux's
+  # package repositories: the buckets' own policies and the servers' role decide the rest.
+  route_table_ids = [aws_route_table.private[0].id]
+
+  tags = merge(var.tags, { Name = "${var.name}-s3" })
+}
+
+resource "aws_eip" "nat" {
+  count = local.nat ? 1 : 0
+
+  domain = "vpc"
+
+  tags = merge(var.tags, { Name = "${var.name}-nat" })
+
+  depends_on = [aws_internet_gateway.this]
+}
+
+resource "aws_nat_gateway" "this" {
+  count = local.nat ? 1 : 0
+
+  allocation_id = aws_eip.nat[0].id
+  subnet_id     = aws_subnet.public[0].id
+
+  tags = merge(var.tags, { Name = var.name })
+
+  depends_on = [aws_internet_gateway.this]
+}
+
+resource "aws_route" "private_nat" {
+  count = local.nat ? 1 : 0
+
+  route_table_id         = aws_route_table.private[0].id
+  destination_cidr_block = "0.0.0.0/0"
+  nat_gateway_id         = aws_nat_gateway.this[0].id
+}
+
+resource "aws_security_group" "endpoints" {
+  count = length(local.endpoints) > 0 ? 1 : 0
+
+  name_prefix = "${var.name}-endpoints-"
+  description = "Interface endpoints of ${var.name}: HTTPS from inside the VPC"
+  vpc_id      = aws_vpc.this[0].id
+
+  tags = merge(var.tags, { Name = "${var.name}-endpoints" })
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_vpc_security_group_ingress_rule" "endpoints_https" {
+  count = length(local.endpoints) > 0 ? 1 : 0
+
+  security_group_id = aws_security_group.endpoints[0].id
+  description       = "HTTPS from the VPC (the servers)"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = var.vpc_cidr
+
+  tags = var.tags
+}
+
+resource "aws_vpc_endpoint" "interface" {
+  for_each = local.endpoints
+
+  vpc_id              = aws_vpc.this[0].id
+  service_name        = "com.amazonaws.${local.region}.${each.key}"
+  vpc_endpoint_type   = "Interface"
+  subnet_ids          = aws_subnet.private[*].id
+  security_group_ids  = [aws_security_group.endpoints[0].id]
+  private_dns_enabled = true
+
+  tags = merge(var.tags, { Name = "${var.name}-${each.key}" })
+}
 ################################################################################
 # Flow logs of the whole VPC to CloudWatch Logs (KMS-encrypted)
 ################################################################################

@@ -42,7 +42,7 @@ variable "vpc_id" {
 }
 
 variable "public_subnet_ids" {
-  description = "With vpc_id: subnets (two or more, in different availability zones) routed to an internet gateway, for the server and the load balancer."
+  description = "With vpc_id: subnets (two or more, in different availability zones) routed to an internet gateway, for the load balancer."
   type        = list(string)
   default     = []
 
@@ -58,7 +58,7 @@ variable "public_subnet_ids" {
 }
 
 variable "private_subnet_ids" {
-  description = "With vpc_id: subnets (two or more, in different availability zones) without a route from the internet, for the database."
+  description = "With vpc_id: subnets (two or more, in different availability zones) without a route from the internet, for the servers and the database; they must reach ECR, Secrets Manager, SSM, CloudWatch Logs and S3 (a NAT gateway or VPC endpoints of your own)."
   type        = list(string)
   default     = []
 
@@ -70,6 +70,30 @@ variable "private_subnet_ids" {
   validation {
     condition     = alltrue([for id in var.private_subnet_ids : can(regex("^subnet-[0-9a-f]{8,17}$", id))])
     error_message = "Every private_subnet_ids entry must look like subnet-0123456789abcdef0."
+  }
+}
+
+variable "egress" {
+  description = "How the servers in the created VPC's private subnets reach AWS's APIs (ECR, Secrets Manager, SSM, CloudWatch Logs, KMS) and Amazon Linux's package repositories: \"nat\", one NAT gateway in the first public subnet (about 33 USD a month plus 0.045 USD per GB in us-east-1); or \"endpoints\", interface endpoints for interface_endpoints in both zones and no route to the internet at all (about 14.60 USD a month each, plus 0.01 USD per GB). S3 is reached through a gateway endpoint (free) either way. Ignored with vpc_id."
+  type        = string
+  default     = "nat"
+  nullable    = false
+
+  validation {
+    condition     = contains(["nat", "endpoints"], var.egress)
+    error_message = "egress must be \"nat\" or \"endpoints\"."
+  }
+}
+
+variable "interface_endpoints" {
+  description = "With egress = \"endpoints\": the AWS services the servers reach through interface endpoints (the last part of com.amazonaws.REGION.SERVICE). The defaults are what the boot script and the server call: the image registry (ecr.api, ecr.dkr), Secrets Manager, Session Manager (ssm, ssmmessages, ec2messages), CloudWatch Logs and KMS."
+  type        = list(string)
+  default     = ["ecr.api", "ecr.dkr", "secretsmanager", "ssm", "ssmmessages", "ec2messages", "logs", "kms"]
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for service in var.interface_endpoints : can(regex("^[a-z0-9][a-z0-9.-]*[a-z0-9]$", service))]) && length(distinct(var.interface_endpoints)) == length(var.interface_endpoints)
+    error_message = "interface_endpoints must be distinct service names such as \"secretsmanager\" or \"ecr.api\"."
   }
 }
 
