@@ -143,6 +143,7 @@ module "network" {
   vpc_id                   = var.vpc_id
   public_subnet_ids        = var.public_subnet_ids
   private_subnet_ids       = var.private_subnet_ids
+  egress                   = var.server_egress
   enable_flow_logs         = var.enable_flow_logs
   flow_logs_retention_days = var.log_retention_days
   kms_key_arn              = aws_kms_key.this.arn
@@ -187,12 +188,22 @@ module "database" {
   pre_migration_snapshot_key = var.db_snapshot_before_upgrade ? coalesce(var.image, var.image_tag) : null
 }
 
+module "access_logs" {
+  source = "./modules/access_logs"
+
+  bucket_name    = "${var.name}-alb-logs-${local.account_id}-${local.region}"
+  prefix         = "alb"
+  retention_days = var.access_logs_retention_days
+  force_destroy  = var.force_destroy
+}
+
 module "server" {
   source = "./modules/server"
 
-  name                     = var.name
-  vpc_id                   = module.network.vpc_id
-  subnet_ids               = module.network.public_subnet_ids
+  name   = var.name
+  vpc_id = module.network.vpc_id
+  # The servers in private subnets, without public addresses; the load balancer alone is public.
+  subnet_ids               = module.network.private_subnet_ids
   load_balancer_subnet_ids = module.network.public_subnet_ids
   allowed_cidrs            = var.allowed_cidrs
   allow_public_ingress     = var.allow_public_ingress
@@ -201,21 +212,27 @@ module "server" {
   route53_zone_id          = var.route53_zone_id
   domain_name              = var.domain_name
   deletion_protection      = var.deletion_protection
+  web_acl_arn              = var.web_acl_arn
+  # bucket_name is an output only once the bucket policy lets ELB write: the load balancer
+  # is created (and its logs enabled, with a test write) after it.
+  access_logs = {
+    bucket = module.access_logs.bucket_name
+    prefix = module.access_logs.prefix
+  }
 
   min_size                  = var.min_size
   max_size                  = var.max_size
   desired_capacity          = var.desired_capacity
   health_check_grace_period = var.health_check_grace_period
 
-  instance_type               = var.instance_type
-  architecture                = var.architecture
-  ami_id                      = var.ami_id
-  root_volume_size            = var.root_volume_size
-  detailed_monitoring         = var.detailed_monitoring
-  associate_public_ip_address = var.associate_public_ip_address
-  image                       = var.image
-  image_tag                   = var.image_tag
-  force_destroy               = var.force_destroy
+  instance_type       = var.instance_type
+  architecture        = var.architecture
+  ami_id              = var.ami_id
+  root_volume_size    = var.root_volume_size
+  detailed_monitoring = var.detailed_monitoring
+  image               = var.image
+  image_tag           = var.image_tag
+  force_destroy       = var.force_destroy
 
   bucket_name                = module.artifacts.bucket_name
   bucket_arn                 = module.artifacts.bucket_arn
@@ -225,7 +242,6 @@ module "server" {
   database_username          = module.database.username
   database_security_group_id = module.database.security_group_id
   database_secret_arn        = module.database.secret_arn
-  database_password_version  = var.db_password_version
   database_snapshot_id       = module.database.pre_migration_snapshot_id
   kms_key_arn                = aws_kms_key.this.arn
 
@@ -235,6 +251,26 @@ module "server" {
   secrets_version             = var.secrets_version
   secret_recovery_window_days = var.secret_recovery_window_days
   log_retention_days          = var.log_retention_days
+}
+
+################################################################################
+# Rollout: each new launch template version (image_tag, settings, AMI, secrets versions) goes
+# to the servers through an instance refresh that rolls back by itself, and apply waits for it:
+# a bad image fails the apply with the refresh's reason, the old servers still serving
+################################################################################
+
+resource "terraform_data" "rollout" {
+  triggers_replace = [module.server.rollout.VERSION]
+
+  input = merge(module.server.rollout, {
+    TIMEOUT_SECONDS = tostring(var.rollout_timeout_minutes * 60)
+  })
+
+  provisioner "local-exec" {
+    command     = "${path.root}/scripts/roll-out.sh"
+    interpreter = ["bash"]
+    environment = self.input
+  }
 }
 
 module "alarms" {
@@ -248,4 +284,8 @@ module "alarms" {
   load_balancer_arn_suffix = module.server.load_balancer_arn_suffix
   target_group_arn_suffix  = module.server.target_group_arn_suffix
   db_instance_identifier   = module.database.instance_id
+  # The listener's certificate: its ARN is known after apply when this stack requests it
+  # (route53_zone_id), so whether to watch it is decided from the variables.
+  certificate_arn          = module.server.certificate_arn
+  certificate_expiry_alarm = var.certificate_arn != null || var.route53_zone_id != null
 }

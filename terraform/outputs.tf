@@ -92,3 +92,8 @@ output "architecture" {
   description = "CPU architecture of the servers (the platform to build the image for)."
   value       = var.architecture
 }
+
+output "access_logs_bucket" {
+  description = "S3 bucket of the load balancer's access logs (under the alb/ prefix)."
+  value       = module.access_logs.bucket_name
+}

@@ -105,6 +105,28 @@ variable "allow_plain_http" {
   }
 }
 
+variable "web_acl_arn" {
+  description = "ARN of an AWS WAFv2 web ACL (scope REGIONAL, same region) to associate with the load balancer, e.g. with AWS's managed rule groups; null: none (only allowed_cidrs reach it, and MLflow requires a login)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.web_acl_arn == null || can(regex("^arn:aws[a-z-]*:wafv2:[a-z0-9-]+:[0-9]{12}:regional/webacl/", var.web_acl_arn))
+    error_message = "web_acl_arn must be a regional WAFv2 web ACL ARN (arn:aws:wafv2:REGION:ACCOUNT:regional/webacl/NAME/ID)."
+  }
+}
+
+variable "access_logs_retention_days" {
+  description = "Days the load balancer's access logs are kept in their bucket (<name>-alb-logs-<account>-<region>)."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.access_logs_retention_days >= 1 && floor(var.access_logs_retention_days) == var.access_logs_retention_days
+    error_message = "access_logs_retention_days must be a whole number, 1 or more."
+  }
+}
+
 variable "domain_name" {
   description = "DNS name clients use (with route53_zone_id the record is created; otherwise point it at the load_balancer_dns_name output)."
   type        = string
@@ -143,6 +165,18 @@ variable "private_subnet_ids" {
   description = "With vpc_id: two or more private subnets (database)."
   type        = list(string)
   default     = []
+}
+
+variable "server_egress" {
+  description = "How the servers, in private subnets without public addresses, reach AWS's APIs and Amazon Linux's repositories in the created VPC: \"nat\" (one NAT gateway, about 33 USD a month plus 0.045 USD per GB in us-east-1) or \"endpoints\" (interface endpoints and no route to the internet: about 117 USD a month for the eight of modules/network's interface_endpoints in two zones; the image must then be in this region's ECR). S3 goes through a free gateway endpoint either way. With vpc_id your private_subnet_ids must provide this."
+  type        = string
+  default     = "nat"
+  nullable    = false
+
+  validation {
+    condition     = contains(["nat", "endpoints"], var.server_egress)
+    error_message = "server_egress must be \"nat\" or \"endpoints\"."
+  }
 }
 
 variable "enable_flow_logs" {
@@ -255,7 +289,7 @@ variable "db_restore_to_point_in_time" {
 }
 
 variable "db_password_version" {
-  description = "Increase to generate and set a new database password (the servers roll to pick it up)."
+  description = "Increase to generate and set a new database password; running servers pick it up without being replaced (they read the secret at each new connection)."
   type        = number
   default     = 1
 }
@@ -288,6 +322,18 @@ variable "health_check_grace_period" {
   default     = 600
 }
 
+variable "rollout_timeout_minutes" {
+  description = "How long apply waits for an instance refresh onto a new launch template version to end (it rolls back by itself if the new servers fail their health checks or a rollout alarm fires); when the wait runs out, apply fails and the refresh goes on."
+  type        = number
+  default     = 45
+  nullable    = false
+
+  validation {
+    condition     = var.rollout_timeout_minutes >= 5 && var.rollout_timeout_minutes <= 240
+    error_message = "rollout_timeout_minutes must be between 5 and 240."
+  }
+}
+
 variable "create_autoscaling_service_linked_role" {
   description = "Create the account's AWSServiceRoleForAutoScaling (only in an account that has never used Auto Scaling; the plan says so when it is missing)."
   type        = bool
@@ -316,12 +362,6 @@ variable "root_volume_size" {
   description = "Root volume size in GiB."
   type        = number
   default     = 30
-}
-
-variable "associate_public_ip_address" {
-  description = "Give each server a public IPv4 address (its security group admits only the load balancer); false only with an existing VPC whose public_subnet_ids reach ECR, Secrets Manager and SSM another way (NAT gateway, VPC endpoints)."
-  type        = bool
-  default     = true
 }
 
 variable "detailed_monitoring" {

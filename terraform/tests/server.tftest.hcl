@@ -196,12 +196,45 @@ run "auto_scaling_group_heals_and_rolls_behind_the_load_balancer" {
     error_message = "The group must run the launch template's latest version."
   }
 
+  # The rollout (terraform/scripts/roll-out.sh, run by the root) starts the refresh itself,
+  # with the new version as its desired configuration; the provider's instance_refresh block
+  # would first save the new version on the group, and a rollback would go back to it.
   assert {
-    condition = (aws_autoscaling_group.this.instance_refresh[0].strategy == "Rolling"
-      && aws_autoscaling_group.this.instance_refresh[0].preferences[0].min_healthy_percentage == 100
-      && aws_autoscaling_group.this.instance_refresh[0].preferences[0].max_healthy_percentage == 200
-    && aws_autoscaling_group.this.instance_refresh[0].preferences[0].skip_matching)
-    error_message = "A new launch template version must roll the servers, new ones first."
+    condition     = length(aws_autoscaling_group.this.instance_refresh) == 0
+    error_message = "The group must not get the provider's instance refresh (its rollback would keep the new version)."
+  }
+
+  assert {
+    condition = (jsondecode(output.rollout.PREFERENCES).MinHealthyPercentage == 100
+      && jsondecode(output.rollout.PREFERENCES).MaxHealthyPercentage == 200
+      && jsondecode(output.rollout.PREFERENCES).SkipMatching
+      && jsondecode(output.rollout.PREFERENCES).InstanceWarmup == 600
+    && jsondecode(output.rollout.PREFERENCES).AutoRollback)
+    error_message = "A new launch template version must roll the servers, new ones first, and roll back by itself."
+  }
+
+  assert {
+    condition = (jsondecode(output.rollout.DESIRED_CONFIGURATION).LaunchTemplate == { LaunchTemplateId = aws_launch_template.this.id, Version = tostring(aws_launch_template.this.latest_version) }
+      && output.rollout.VERSION == tostring(aws_launch_template.this.latest_version)
+    && output.rollout.GROUP == aws_autoscaling_group.this.name && output.rollout.REGION == "us-east-1")
+    error_message = "The rollout names this group, this region and the template's latest version."
+  }
+
+  assert {
+    condition     = toset(jsondecode(output.rollout.PREFERENCES).AlarmSpecification.Alarms) == toset(["test-rollout-target-5xx", "test-rollout-unhealthy-hosts"]) && toset(output.rollout_alarm_names) == toset(["test-rollout-target-5xx", "test-rollout-unhealthy-hosts"])
+    error_message = "The rollout alarms must roll a refresh back."
+  }
+
+  assert {
+    condition = (aws_cloudwatch_metric_alarm.rollout["target-5xx"].metric_name == "HTTPCode_Target_5XX_Count" && aws_cloudwatch_metric_alarm.rollout["target-5xx"].threshold == 10
+      && aws_cloudwatch_metric_alarm.rollout["unhealthy-hosts"].metric_name == "UnHealthyHostCount" && aws_cloudwatch_metric_alarm.rollout["unhealthy-hosts"].comparison_operator == "GreaterThanOrEqualToThreshold"
+    && alltrue([for alarm in aws_cloudwatch_metric_alarm.rollout : alarm.namespace == "AWS/ApplicationELB" && alarm.dimensions == tomap({ LoadBalancer = aws_lb.this.arn_suffix, TargetGroup = aws_lb_target_group.this.arn_suffix }) && try(length(alarm.alarm_actions), 0) == 0]))
+    error_message = "The rollout alarms watch this target group's 5XX and unhealthy hosts, and notify nobody."
+  }
+
+  assert {
+    condition     = aws_launch_template.this.network_interfaces[0].associate_public_ip_address == "false"
+    error_message = "Servers get no public address by default."
   }
 
   assert {
@@ -340,7 +373,9 @@ run "user_data_writes_the_settings_contract" {
       "POSTGRES_HOST=test.abcdefghijkl.us-east-1.rds.amazonaws.com\n",
       "POSTGRES_PORT=5432\n",
       "POSTGRES_SSLMODE=require\n",
-      "POSTGRES_PASSWORD=$${POSTGRES_PASSWORD}\n",
+      "POSTGRES_PASSWORD=\n",
+      "POSTGRES_PASSWORD_FILE=\n",
+      "POSTGRES_PASSWORD_SECRET_ARN=$${DB_SECRET_ARN}\n",
       "MLFLOW_STACK_S3_BUCKET=test-artifacts\n",
       "MLFLOW_STACK_S3_ENDPOINT_URL=\n",
       "MLFLOW_STACK_S3_ACCESS_KEY=\n",
@@ -486,6 +521,56 @@ run "a_route53_zone_makes_tls_one_variable" {
     condition     = length(aws_lb_listener.http_redirect) == 1 && length(aws_lb_listener.http) == 0 && output.tracking_uri == "https://mlflow.example.com"
     error_message = "HTTP must redirect to HTTPS, and clients use https://<domain_name>."
   }
+}
+
+run "access_logs_and_a_web_acl_when_given" {
+  command = apply
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    access_logs = { bucket = "test-alb-logs", prefix = "alb" }
+    web_acl_arn = "arn:aws:wafv2:us-east-1:123456789012:regional/webacl/test/0123abcd-0123-4567-89ab-0123456789ab"
+  }
+
+  assert {
+    condition     = aws_lb.this.access_logs[0].enabled && aws_lb.this.access_logs[0].bucket == "test-alb-logs" && aws_lb.this.access_logs[0].prefix == "alb"
+    error_message = "The load balancer must write its access logs to the given bucket and prefix."
+  }
+
+  assert {
+    condition     = length(aws_wafv2_web_acl_association.this) == 1 && aws_wafv2_web_acl_association.this[0].web_acl_arn == var.web_acl_arn && aws_wafv2_web_acl_association.this[0].resource_arn == aws_lb.this.arn
+    error_message = "web_acl_arn must be associated with the load balancer."
+  }
+}
+
+run "no_access_logs_and_no_web_acl_by_default" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  assert {
+    condition     = !aws_lb.this.access_logs[0].enabled && length(aws_wafv2_web_acl_association.this) == 0
+    error_message = "Without access_logs and web_acl_arn the module writes no logs and associates no web ACL."
+  }
+}
+
+run "rejects_a_web_acl_that_is_not_regional" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    web_acl_arn = "arn:aws:wafv2:us-east-1:123456789012:global/webacl/test/0123abcd"
+  }
+
+  expect_failures = [var.web_acl_arn]
 }
 
 run "refuses_plain_http_unless_allowed" {

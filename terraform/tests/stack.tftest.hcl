@@ -323,9 +323,22 @@ run "the_root_plans_as_wired_with_its_defaults" {
         "app/mlflow/0123456789abcdef",                # the load balancer
         "targetgroup/mlflow-server/fedcba9876543210", # the target group
         "mlflow",                                     # the database
+        var.certificate_arn,                          # the listener's certificate
       ], value)
     ])])
     error_message = "Every alarm must watch this stack's group, load balancer, target group or database."
+  }
+
+  # Evidence for incidents: access logs in their own bucket, the listener's certificate, the
+  # response time and the database's latency watched.
+  assert {
+    condition     = output.access_logs_bucket == "mlflow-alb-logs-123456789012-us-east-1"
+    error_message = "The load balancer's access logs go to the stack's own log bucket."
+  }
+
+  assert {
+    condition     = module.alarms.alarms["certificate_expiry"].dimensions == tomap({ CertificateArn = var.certificate_arn }) && alltrue([for name in ["target_response_time", "db_read_latency", "db_write_latency", "db_cpu"] : contains(keys(module.alarms.alarms), name)])
+    error_message = "With TLS the certificate's expiry is watched; p99 response time, database CPU and latency always."
   }
 
   assert {
@@ -344,7 +357,9 @@ run "the_root_plans_as_wired_with_its_defaults" {
   # Manager. (The moto apply reads the state file for them as well.)
   assert {
     condition = alltrue([for line in [
-      "POSTGRES_PASSWORD=$${POSTGRES_PASSWORD}\n",
+      "POSTGRES_PASSWORD=\n",
+      "POSTGRES_PASSWORD_FILE=\n",
+      "POSTGRES_PASSWORD_SECRET_ARN=$${DB_SECRET_ARN}\n",
       "MLFLOW_AUTH_ADMIN_PASSWORD=$${MLFLOW_AUTH_ADMIN_PASSWORD}\n",
       "MLFLOW_FLASK_SERVER_SECRET_KEY=$${MLFLOW_FLASK_SERVER_SECRET_KEY}\n",
     ] : strcontains(module.server.user_data, line)])
@@ -352,7 +367,7 @@ run "the_root_plans_as_wired_with_its_defaults" {
   }
 
   assert {
-    condition     = !strcontains(module.server.user_data, "AWS_SECRET_ACCESS_KEY") && length(regexall("(?m)^(POSTGRES_PASSWORD|MLFLOW_AUTH_ADMIN_PASSWORD|MLFLOW_FLASK_SERVER_SECRET_KEY)=[^$]", module.server.user_data)) == 0
+    condition     = !strcontains(module.server.user_data, "AWS_SECRET_ACCESS_KEY") && length(regexall("(?m)^(POSTGRES_PASSWORD|MLFLOW_AUTH_ADMIN_PASSWORD|MLFLOW_FLASK_SERVER_SECRET_KEY)=[^$\n]", module.server.user_data)) == 0
     error_message = "No password or static key may be in the user data."
   }
 }
@@ -375,6 +390,11 @@ run "plain_http_when_the_operator_says_so" {
   variables {
     certificate_arn  = null
     allow_plain_http = true
+  }
+
+  assert {
+    condition     = !contains(keys(module.alarms.alarms), "certificate_expiry")
+    error_message = "Without a certificate there is no expiry to watch."
   }
 
   assert {

@@ -28,9 +28,9 @@ from tests.compose.engine import PROJECT
 #: The databases get names of their own, so that this server bootstraps its own admin from the
 #: password in Secrets Manager instead of meeting the compose stack's.
 INFRASTRUCTURE = ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD",
-                  "POSTGRES_SSLMODE", "POSTGRES_DB", "MLFLOW_STACK_AUTH_DB",
-                  "MLFLOW_STACK_S3_ENDPOINT_URL", "MLFLOW_STACK_S3_ACCESS_KEY",
-                  "MLFLOW_STACK_S3_SECRET_KEY")  # fmt: skip
+                  "POSTGRES_PASSWORD_SECRET_ARN", "POSTGRES_SSLMODE", "POSTGRES_DB",
+                  "MLFLOW_STACK_AUTH_DB", "MLFLOW_STACK_S3_ENDPOINT_URL",
+                  "MLFLOW_STACK_S3_ACCESS_KEY", "MLFLOW_STACK_S3_SECRET_KEY")  # fmt: skip
 
 
 def unit_run_arguments(script: str) -> list[str]:
@@ -70,6 +70,8 @@ def test_the_image_starts_as_the_ec2_boot_script_starts_it(
         "POSTGRES_PORT": "5432",
         "POSTGRES_USER": compose["POSTGRES_USER"],
         "POSTGRES_PASSWORD": compose["POSTGRES_PASSWORD"],
+        # On AWS the server reads the database secret itself; here the compose password.
+        "POSTGRES_PASSWORD_SECRET_ARN": "",
         "POSTGRES_SSLMODE": "prefer",  # RDS requires TLS; the compose PostgreSQL has none
         "POSTGRES_DB": "ec2_mlflow",
         "MLFLOW_STACK_AUTH_DB": "ec2_mlflow_auth",

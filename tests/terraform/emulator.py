@@ -12,7 +12,7 @@ import base64
 import json
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,7 @@ class Variant:
     key: str
     name: str
     tls: bool
+    egress: str  # server_egress: how the private servers reach AWS's APIs
 
     def tfvars(self, zone_id: str) -> str:
         text = f"""\
@@ -88,6 +89,7 @@ secret_recovery_window_days = 0
 kms_deletion_window_days    = 7
 # moto's account has never used Auto Scaling, so it has no service-linked role yet.
 create_autoscaling_service_linked_role = true
+server_egress = "{self.egress}"
 """
         if self.tls:
             text += f'route53_zone_id = "{zone_id}"\ndomain_name     = "{DOMAIN}"\n'
@@ -97,7 +99,10 @@ create_autoscaling_service_linked_role = true
         return text
 
 
-VARIANTS = (Variant("http", "mlflow-ci", tls=False), Variant("https", "mlflow-tls", tls=True))
+VARIANTS = (
+    Variant("http", "mlflow-ci", tls=False, egress="nat"),
+    Variant("https", "mlflow-tls", tls=True, egress="endpoints"),
+)
 
 
 @dataclass
@@ -108,6 +113,7 @@ class Deployment:
     zone_id: str = ""
     apply_output: str = ""
     apply_seconds: float = 0.0
+    upgrade_output: str = ""
     outputs: dict[str, Any] = field(default_factory=dict)
 
     def aws(self, service: str) -> Any:
@@ -180,8 +186,11 @@ class Deployment:
     def apply_plan(self) -> float:
         """Apply upgrade.tfplan; the outputs are read again. Returns the wall time."""
         started = time.monotonic()
-        self.terraform.run("apply", "-no-color", "-parallelism=20", "upgrade.tfplan", timeout=900)
+        result = self.terraform.run(
+            "apply", "-no-color", "-parallelism=20", "upgrade.tfplan", timeout=900
+        )
         seconds = time.monotonic() - started
+        self.upgrade_output = result.stdout
         outputs = json.loads(self.terraform.run("output", "-json").stdout)
         self.outputs = {name: value["value"] for name, value in outputs.items()}
         return seconds
@@ -279,6 +288,8 @@ class Emulation:
         terraform = factory.copy(f"moto-{variant.key}")
         provider = start_shared_provider(terraform.workdir.parent / f"provider-{variant.key}.log")
         self.providers.append(provider)
+        # terraform/scripts/roll-out.sh, which apply runs, calls the AWS CLI: at this moto.
+        terraform = replace(terraform, env={**terraform.env, "AWS_ENDPOINT_URL": server.url})
         deployed = Deployment(variant, terraform.sharing(provider), server)
         if variant.tls:
             route53 = server.client("route53")

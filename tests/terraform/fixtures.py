@@ -54,8 +54,10 @@ def moto_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Moto
 
 @pytest.fixture(scope="session")
 def emulation(tf_factory: TerraformFactory, moto_servers: list[MotoServer]) -> Iterator[Any]:
+    from tests.terraform.conftest import find_tool
     from tests.terraform.emulator import Emulation
 
+    find_tool("aws")  # apply runs terraform/scripts/roll-out.sh, which calls the AWS CLI
     started = Emulation(tf_factory, moto_servers)
     STARTED.append(started)
     try:

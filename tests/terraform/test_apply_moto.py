@@ -73,6 +73,13 @@ def test_apply_creates_every_resource(deployment: Deployment) -> None:
         "module.server.aws_ecr_repository.this[0]",
         "module.server.aws_secretsmanager_secret_version.app",
         "module.alarms.aws_sns_topic.this",
+        "module.network.aws_vpc_endpoint.s3[0]",
+        "terraform_data.rollout",
+        *(
+            ["module.network.aws_nat_gateway.this[0]", "module.network.aws_route.private_nat[0]"]
+            if deployment.variant.egress == "nat"
+            else ['module.network.aws_vpc_endpoint.interface["secretsmanager"]']
+        ),
         *(
             [
                 "module.server.aws_lb_listener.https[0]",
@@ -85,6 +92,74 @@ def test_apply_creates_every_resource(deployment: Deployment) -> None:
         ),
     ):
         assert expected in managed, expected
+
+
+def test_the_first_apply_leaves_the_new_group_on_its_first_version(
+    deployment: Deployment,
+) -> None:
+    """The rollout runs on every apply that makes a launch template version; on the first one
+    the group was just created on it, so there is nothing to refresh."""
+    assert "roll-out: " + deployment.outputs["autoscaling_group_name"] in deployment.apply_output
+    assert "already runs launch template version 1" in deployment.apply_output
+    refreshes = deployment.aws("autoscaling").describe_instance_refreshes(
+        AutoScalingGroupName=deployment.outputs["autoscaling_group_name"]
+    )["InstanceRefreshes"]
+    if deployment.variant.key == "https":  # the other one is upgraded later in this module
+        assert refreshes == []
+
+
+def test_servers_are_private_and_reach_aws_through_the_chosen_egress(
+    deployment: Deployment,
+) -> None:
+    """The servers sit in the private subnets without public addresses, the load balancer alone
+    in the public ones; the private subnets reach S3 through a gateway endpoint and the other
+    APIs through the NAT gateway, or through interface endpoints without any route out."""
+    ec2 = deployment.aws("ec2")
+    vpc = [{"Name": "vpc-id", "Values": [deployment.outputs["vpc_id"]]}]
+    subnets = ec2.describe_subnets(Filters=vpc)["Subnets"]
+    tier = {
+        s["SubnetId"]: {t["Key"]: t["Value"] for t in s.get("Tags", [])}["Tier"] for s in subnets
+    }
+    private = {subnet for subnet, name in tier.items() if name == "private"}
+    group = deployment.group()
+    assert set(group["VPCZoneIdentifier"].split(",")) == private
+    for instance in deployment.instances():
+        assert instance["SubnetId"] in private
+        assert not instance.get("PublicIpAddress"), instance
+    (interface,) = _template_data(deployment)["NetworkInterfaces"]
+    assert interface["AssociatePublicIpAddress"] is False
+    (balancer,) = deployment.aws("elbv2").describe_load_balancers(Names=[deployment.variant.name])[
+        "LoadBalancers"
+    ]
+    assert {zone["SubnetId"] for zone in balancer["AvailabilityZones"]} == set(tier) - private
+
+    (table,) = ec2.describe_route_tables(
+        Filters=[*vpc, {"Name": "association.subnet-id", "Values": sorted(private)}]
+    )["RouteTables"]
+    default = [r for r in table["Routes"] if r.get("DestinationCidrBlock") == "0.0.0.0/0"]
+    endpoints = ec2.describe_vpc_endpoints(Filters=vpc)["VpcEndpoints"]
+    (s3,) = [e for e in endpoints if e["VpcEndpointType"] == "Gateway"]
+    assert s3["ServiceName"] == "com.amazonaws.us-east-1.s3"
+    assert s3["RouteTableIds"] == [table["RouteTableId"]]
+    interfaces = {
+        e["ServiceName"].removeprefix("com.amazonaws.us-east-1."): e
+        for e in endpoints
+        if e["VpcEndpointType"] == "Interface"
+    }
+    if deployment.variant.egress == "nat":
+        (route,) = default
+        (nat,) = ec2.describe_nat_gateways(NatGatewayIds=[route["NatGatewayId"]])["NatGateways"]
+        assert tier[nat["SubnetId"]] == "public"
+        assert interfaces == {}
+    else:
+        assert default == []
+        assert set(interfaces) == {
+            "ecr.api", "ecr.dkr", "secretsmanager", "ssm", "ssmmessages", "ec2messages",
+            "logs", "kms",
+        }  # fmt: skip
+        for endpoint in interfaces.values():
+            assert endpoint["PrivateDnsEnabled"] is True
+            assert set(endpoint["SubnetIds"]) == private
 
 
 def test_outputs_are_not_empty(deployment: Deployment) -> None:
@@ -176,13 +251,17 @@ def test_no_security_group_admits_the_internet(deployment: Deployment) -> None:
         "SecurityGroups"
     ]
     front = _groups_named(deployment, "alb")
+    # The interface endpoints (server_egress = "endpoints") admit HTTPS from inside the VPC.
+    endpoints = _groups_named(deployment, "endpoints")
     ports = {80, 443} if deployment.variant.tls else {80}
     opened: dict[int, set[str]] = {}
     for group in groups:
         for rule in group["IpPermissions"]:
             sources = _cidr_sources(rule)
             assert not {"0.0.0.0/0", "::/0"} & sources, (group["GroupName"], rule)
-            if sources:
+            if group["GroupId"] in endpoints:
+                assert (rule["FromPort"], rule["ToPort"], sources) == (443, 443, {"10.42.0.0/16"})
+            elif sources:
                 assert group["GroupId"] in front, (group["GroupName"], rule)
                 assert rule["FromPort"] == rule["ToPort"] and rule["FromPort"] in ports, rule
                 opened.setdefault(rule["FromPort"], set()).update(sources)
@@ -325,8 +404,10 @@ def test_boot_script_prepare_writes_a_valid_env_file(
     values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
     assert set(values) == SERVE_SETTING_NAMES
     settings = Settings.from_env(values)  # raises ConfigError naming every bad value
-    database = deployment.secret(deployment.outputs["database_secret_arn"])
-    assert settings.postgres_password == database["password"]
+    # No password in the env file: the server reads the database secret at each connection.
+    assert settings.postgres_password == settings.postgres_password_file == ""
+    assert settings.postgres_password_secret_arn == deployment.outputs["database_secret_arn"]
+    assert deployment.secret(deployment.outputs["database_secret_arn"])["password"]
     assert (
         f"{settings.postgres_host}:{settings.postgres_port}"
         == (deployment.outputs["database_endpoint"])
@@ -430,6 +511,35 @@ def test_listeners(deployment: Deployment) -> None:
     assert alias["HostedZoneId"] == balancer["CanonicalHostedZoneId"]
 
 
+def test_load_balancer_writes_access_logs_to_a_bucket_of_its_own(deployment: Deployment) -> None:
+    """Evidence for incidents: every request in the access logs, in a bucket that ELB alone may
+    write to, encrypted as ALB access logs require (SSE-S3), TLS only, expiring."""
+    elbv2 = deployment.aws("elbv2")
+    (balancer,) = elbv2.describe_load_balancers(Names=[deployment.variant.name])["LoadBalancers"]
+    attributes = {
+        a["Key"]: a["Value"]
+        for a in elbv2.describe_load_balancer_attributes(
+            LoadBalancerArn=balancer["LoadBalancerArn"]
+        )["Attributes"]
+    }
+    bucket = deployment.outputs["access_logs_bucket"]
+    assert attributes["access_logs.s3.enabled"] == "true"
+    assert attributes["access_logs.s3.bucket"] == bucket
+    assert attributes["access_logs.s3.prefix"] == "alb"
+    s3 = deployment.aws("s3")
+    (rule,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert all(block.values()), block
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert any(r.get("Expiration", {}).get("Days") == 90 for r in rules), rules
+    policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    writers = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
+    assert writers and all(
+        s["Resource"].endswith("/alb/AWSLogs/123456789012/*") for s in writers
+    ), writers
+
+
 def test_every_alarm_notifies_the_topic_about_the_right_resource(deployment: Deployment) -> None:
     """Read back from CloudWatch: each alarm has the topic as its alarm and OK action, and the
     dimensions that name this stack's group, load balancer, target group or database."""
@@ -454,9 +564,27 @@ def test_every_alarm_notifies_the_topic_about_the_right_resource(deployment: Dep
         ("AWS/RDS", "FreeStorageSpace"): {"DBInstanceIdentifier": deployment.variant.name},
         ("AWS/RDS", "FreeableMemory"): {"DBInstanceIdentifier": deployment.variant.name},
         ("AWS/RDS", "DatabaseConnections"): {"DBInstanceIdentifier": deployment.variant.name},
+        ("AWS/RDS", "ReadLatency"): {"DBInstanceIdentifier": deployment.variant.name},
+        ("AWS/RDS", "WriteLatency"): {"DBInstanceIdentifier": deployment.variant.name},
+        ("AWS/RDS", "CPUUtilization"): {"DBInstanceIdentifier": deployment.variant.name},
+        ("AWS/ApplicationELB", "TargetResponseTime"): {"LoadBalancer": balancer_suffix},
     }
+    if deployment.variant.tls:
+        (certificate,) = deployment.aws("acm").list_certificates()["CertificateSummaryList"]
+        expected[("AWS/CertificateManager", "DaysToExpiry")] = {
+            "CertificateArn": certificate["CertificateArn"]
+        }
     found = {}
+    rollout = [a for a in alarms if "-rollout-" in a["AlarmName"]]
+    # The rollout's alarms roll an instance refresh back and notify nobody.
+    assert sorted(a["AlarmName"] for a in rollout) == [
+        f"{deployment.variant.name}-rollout-target-5xx",
+        f"{deployment.variant.name}-rollout-unhealthy-hosts",
+    ]
+    assert all(a["AlarmActions"] == [] for a in rollout)
     for alarm in alarms:
+        if alarm in rollout:
+            continue
         assert alarm["AlarmActions"] == [topic], alarm["AlarmName"]
         assert alarm["OKActions"] == [topic], alarm["AlarmName"]
         dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
@@ -517,10 +645,16 @@ def test_new_image_tag_snapshots_the_database_rolls_the_servers_and_keeps_the_ad
         if change["change"]["actions"] != ["no-op"] and change["mode"] == "managed"
     }
     destroyed = {address for address, actions in changes.items() if "delete" in actions}
-    assert destroyed == {"module.database.aws_db_snapshot.pre_migration[0]"}, changes
+    assert destroyed == {
+        "module.database.aws_db_snapshot.pre_migration[0]",
+        "terraform_data.rollout",
+    }, changes
     assert changes["module.database.aws_db_snapshot.pre_migration[0]"] == ["create", "delete"]
     assert changes["module.server.aws_launch_template.this"] == ["update"]
-    assert changes["module.server.aws_autoscaling_group.this"] == ["update"]
+    # The group's launch template is left to the rollout's instance refresh (see the group's
+    # ignore_changes): Terraform does not change it, so an auto rollback goes back to the old.
+    assert "module.server.aws_autoscaling_group.this" not in changes
+    assert changes["terraform_data.rollout"] == ["delete", "create"]
     # (moto never settles a few attributes, e.g. of the database and its parameter group, so
     # a plan there shows some in-place updates besides: what matters is that nothing else is
     # replaced or deleted, checked above.)
@@ -544,6 +678,25 @@ def test_new_image_tag_snapshots_the_database_rolls_the_servers_and_keeps_the_ad
         AutoScalingGroupName=group["AutoScalingGroupName"]
     )["InstanceRefreshes"]
     assert [r["Status"] for r in refreshes] == ["Successful"]
+    # Started by terraform/scripts/roll-out.sh (the AWS CLI, at moto), which apply waited for:
+    # the new version as the desired configuration, rolled back by AWS on failure or alarm.
+    (refresh,) = refreshes
+    assert refresh["DesiredConfiguration"]["LaunchTemplate"]["Version"] == latest
+    preferences = refresh["Preferences"]
+    assert preferences["AutoRollback"] is True
+    assert preferences["MinHealthyPercentage"] == 100 and preferences["SkipMatching"] is True
+    assert sorted(preferences["AlarmSpecification"]["Alarms"]) == [
+        f"{deployment.variant.name}-rollout-target-5xx",
+        f"{deployment.variant.name}-rollout-unhealthy-hosts",
+    ]
+    alarms = deployment.aws("cloudwatch").describe_alarms(
+        AlarmNames=preferences["AlarmSpecification"]["Alarms"]
+    )["MetricAlarms"]
+    assert {a["MetricName"] for a in alarms} == {"HTTPCode_Target_5XX_Count", "UnHealthyHostCount"}
+    group_name = group["AutoScalingGroupName"]
+    assert f"roll-out: {group_name} runs launch template version {latest}" in (
+        deployment.upgrade_output
+    )
     targets = deployment.aws("elbv2").describe_target_health(
         TargetGroupArn=deployment.outputs["target_group_arn"]
     )

@@ -120,6 +120,14 @@ def test_example_variables_name_only_root_variables() -> None:
     assert assigned <= declared, assigned - declared
 
 
+def test_the_production_example_runs_a_standby_database() -> None:
+    """terraform.tfvars.example is the production example: Multi-AZ on (the variable's default
+    is off, for throwaway stacks), and no plain HTTP."""
+    example = (TERRAFORM_SRC / "terraform.tfvars.example").read_text()
+    assert re.search(r"^db_multi_az\s+= true$", example, re.MULTILINE)
+    assert not re.search(r"^allow_plain_http\s+= true", example, re.MULTILINE)
+
+
 def test_no_literal_password_in_the_configuration() -> None:
     literal = re.compile(r'^\s*(password|secret_string)\s*=\s*"', re.MULTILINE)
     for path in TERRAFORM_SRC.rglob("*.tf"):

@@ -274,7 +274,7 @@ resource "aws_db_snapshot" "pre_migration" {
 ################################################################################
 
 resource "aws_secretsmanager_secret" "this" {
-  #checkov:skip=CKV2_AWS_57:The server reads the password when it starts; a rotation Lambda would change it under a running server. Rotate by raising password_version, which also replaces the instance.
+  #checkov:skip=CKV2_AWS_57:Rotation is by raising password_version (no rotation Lambda to deploy and patch): Terraform sets a new generated password on RDS and in this secret, and the servers, which read the secret at each new connection and again when RDS refuses it, keep serving without being replaced.
   name_prefix             = "${var.name}/database-"
   description             = "PostgreSQL connection of ${var.name} (username, password, host, port, dbname)"
   kms_key_id              = var.kms_key_arn

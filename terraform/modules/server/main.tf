@@ -57,13 +57,17 @@ locals {
 
   # The server's env file: every variable of src/mlflow_stack/settings/contract.py exactly once (a test
   # compares the names). Values written "$${NAME}" are shell variables that the boot script
-  # fills in on the instance: passwords read from Secrets Manager through the instance role,
+  # fills in on the instance: passwords read from Secrets Manager through the instance role
+  # (and DB_SECRET_ARN, the database secret the server itself reads whenever it opens a
+  # connection),
   # and names read from the instance metadata. They never pass through Terraform.
   environment = merge(local.setting_defaults, var.settings, {
     POSTGRES_HOST                = var.database_address
     POSTGRES_PORT                = tostring(var.database_port)
     POSTGRES_USER                = var.database_username
-    POSTGRES_PASSWORD            = "$${POSTGRES_PASSWORD}"
+    POSTGRES_PASSWORD            = "" # empty: the server reads POSTGRES_PASSWORD_SECRET_ARN
+    POSTGRES_PASSWORD_FILE       = ""
+    POSTGRES_PASSWORD_SECRET_ARN = "$${DB_SECRET_ARN}" # the boot script's DB_SECRET_ARN; read at each new connection
     POSTGRES_DB                  = var.database_name
     POSTGRES_SSLMODE             = "require"
     MLFLOW_STACK_S3_BUCKET       = var.bucket_name
@@ -82,16 +86,15 @@ locals {
   })
 
   user_data = templatefile("${path.module}/user_data.sh.tftpl", {
-    environment      = local.environment
-    region           = local.region
-    image            = local.image
-    registry         = local.registry
-    container_port   = local.container_port
-    log_group        = aws_cloudwatch_log_group.this.name
-    db_secret_arn    = var.database_secret_arn
-    app_secret_arn   = aws_secretsmanager_secret.app.arn
-    secrets_version  = var.secrets_version
-    password_version = var.database_password_version
+    environment     = local.environment
+    region          = local.region
+    image           = local.image
+    registry        = local.registry
+    container_port  = local.container_port
+    log_group       = aws_cloudwatch_log_group.this.name
+    db_secret_arn   = var.database_secret_arn
+    app_secret_arn  = aws_secretsmanager_secret.app.arn
+    secrets_version = var.secrets_version
     # The launch template waits for the snapshot taken before this image migrates the schema.
     database_snapshot = var.database_snapshot_id == null ? "" : var.database_snapshot_id
   })
@@ -376,8 +379,8 @@ resource "aws_vpc_security_group_egress_rule" "postgres" {
 ################################################################################
 
 resource "aws_lb" "this" {
-  #checkov:skip=CKV_AWS_91:Access logs would need a second bucket (SSE-S3 only) that itself needs logging; the servers' logs and the load balancer's metrics go to CloudWatch.
-  #checkov:skip=CKV2_AWS_28:Only allowed_cidrs reach the load balancer and MLflow requires a login; a WAF web ACL and its rules would cost more than the rest of a small stack.
+  #checkov:skip=CKV2_AWS_76:The web ACL is the operator's own (web_acl_arn), so are its rules: the docs suggest AWS's managed rule groups, whose Known Bad Inputs set covers Log4j; the servers run no Java.
+  #checkov:skip=CKV2_AWS_28:A WAF web ACL is the operator's choice (web_acl_arn, associated below): only allowed_cidrs reach the load balancer and MLflow requires a login, and a web ACL with managed rules costs about as much as the rest of a small stack.
   #checkov:skip=CKV2_AWS_20:With TLS (route53_zone_id or certificate_arn) port 80 only redirects to HTTPS (listener http_redirect); without a certificate the plan fails unless the operator sets allow_plain_http = true, and then there is no HTTPS to redirect to.
   name                       = var.name
   load_balancer_type         = "application"
@@ -389,7 +392,22 @@ resource "aws_lb" "this" {
   # Large artifact uploads and downloads stream through the servers.
   idle_timeout = 300
 
+  # Enabling them makes ELB write a test file: the bucket policy must already allow it (the
+  # root passes the access_logs module's bucket_name, an output that waits for the policy).
+  access_logs {
+    bucket  = var.access_logs != null ? var.access_logs.bucket : ""
+    prefix  = var.access_logs != null ? var.access_logs.prefix : null
+    enabled = var.access_logs != null
+  }
+
   tags = var.tags
+}
+
+resource "aws_wafv2_web_acl_association" "this" {
+  count = var.web_acl_arn != null ? 1 : 0
+
+  resource_arn = aws_lb.this.arn
+  web_acl_arn  = var.web_acl_arn
 }
 
 resource "aws_lb_target_group" "this" {
@@ -600,7 +618,8 @@ resource "aws_autoscaling_group" "this" {
   # A server that stops answering /health/live on the load balancer is replaced.
   health_check_type         = "ELB"
   health_check_grace_period = var.health_check_grace_period
-  # The image may not be pushed yet at the first apply: do not wait for healthy servers.
+  # The image may not be pushed yet at the first apply: do not wait for healthy servers then.
+  # Later versions are rolled out, and waited for, by the rollout below.
   wait_for_capacity_timeout = "0"
   default_instance_warmup   = var.health_check_grace_period
 
@@ -619,19 +638,6 @@ resource "aws_autoscaling_group" "this" {
   launch_template {
     id      = aws_launch_template.this.id
     version = aws_launch_template.this.latest_version
-  }
-
-  # A new launch template version (image_tag, settings, secrets versions, AMI) rolls the group:
-  # new servers first, an old one leaves only when a new one is healthy, so capacity never drops.
-  instance_refresh {
-    strategy = "Rolling"
-
-    preferences {
-      min_healthy_percentage = 100
-      max_healthy_percentage = 200
-      skip_matching          = true
-      instance_warmup        = var.health_check_grace_period
-    }
   }
 
   tag {
@@ -655,5 +661,91 @@ resource "aws_autoscaling_group" "this" {
       condition     = var.min_size <= var.desired_capacity && var.desired_capacity <= var.max_size
       error_message = "desired_capacity must be between min_size and max_size."
     }
+
+    # The group is created on the template's first version; every later version reaches it
+    # through an instance refresh that names it as the desired configuration (output rollout),
+    # which AWS saves on the group only when the refresh succeeds. Were Terraform to update the
+    # group's version itself (as the provider's instance_refresh block does before starting a
+    # refresh, hashicorp/terraform-provider-aws#34189), an auto rollback would "roll back" to
+    # the new version.
+    ignore_changes = [launch_template]
+  }
+}
+
+################################################################################
+# Rollouts: an instance refresh onto each new launch template version, rolled back by AWS when
+# it fails or when one of these alarms fires during it
+################################################################################
+
+locals {
+  rollout_alarms = {
+    # The new servers answer errors: any 5XX burst during the refresh.
+    target-5xx = {
+      metric_name         = "HTTPCode_Target_5XX_Count"
+      statistic           = "Sum"
+      period              = 60
+      evaluation_periods  = 2
+      comparison_operator = "GreaterThanThreshold"
+      threshold           = var.rollout_target_5xx_threshold
+      description         = "Servers answered more than ${var.rollout_target_5xx_threshold} 5XX a minute for 2 minutes: an instance refresh in progress rolls back."
+    }
+    # A new server never passes /health/live (an image that does not start, a wrong setting).
+    unhealthy-hosts = {
+      metric_name         = "UnHealthyHostCount"
+      statistic           = "Maximum"
+      period              = 60
+      evaluation_periods  = 3
+      comparison_operator = "GreaterThanOrEqualToThreshold"
+      threshold           = 1
+      description         = "A server failed its health check for 3 minutes: an instance refresh in progress rolls back."
+    }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "rollout" {
+  for_each = local.rollout_alarms
+
+  alarm_name          = "${var.name}-rollout-${each.key}"
+  alarm_description   = each.value.description
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = each.value.metric_name
+  statistic           = each.value.statistic
+  period              = each.value.period
+  evaluation_periods  = each.value.evaluation_periods
+  comparison_operator = each.value.comparison_operator
+  threshold           = each.value.threshold
+  treat_missing_data  = "notBreaching"
+  dimensions = {
+    LoadBalancer = aws_lb.this.arn_suffix
+    TargetGroup  = aws_lb_target_group.this.arn_suffix
+  }
+  # No actions: the instance refresh reads them (the alarms module notifies people).
+
+  tags = var.tags
+}
+
+locals {
+  # What terraform/scripts/roll-out.sh needs to roll the group onto the latest version: a
+  # Rolling refresh that starts new servers beside the old ones (up to twice the capacity) and
+  # takes an old one away only when a new one is healthy, rolled back automatically.
+  rollout = {
+    GROUP              = aws_autoscaling_group.this.name
+    REGION             = local.region
+    LAUNCH_TEMPLATE_ID = aws_launch_template.this.id
+    VERSION            = tostring(aws_launch_template.this.latest_version)
+    DESIRED_CONFIGURATION = jsonencode({
+      LaunchTemplate = {
+        LaunchTemplateId = aws_launch_template.this.id
+        Version          = tostring(aws_launch_template.this.latest_version)
+      }
+    })
+    PREFERENCES = jsonencode({
+      MinHealthyPercentage = 100
+      MaxHealthyPercentage = 200
+      SkipMatching         = true
+      InstanceWarmup       = var.health_check_grace_period
+      AutoRollback         = true
+      AlarmSpecification   = { Alarms = [for alarm in aws_cloudwatch_metric_alarm.rollout : alarm.alarm_name] }
+    })
   }
 }

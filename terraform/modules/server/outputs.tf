@@ -92,3 +92,13 @@ output "user_data" {
   description = "The rendered boot script (holds no secret)."
   value       = local.user_data
 }
+
+output "rollout" {
+  description = "Environment of terraform/scripts/roll-out.sh, which rolls the group onto the latest launch template version (an instance refresh with auto rollback and the rollout alarms) and waits for it: GROUP, REGION, LAUNCH_TEMPLATE_ID, VERSION, DESIRED_CONFIGURATION and PREFERENCES (JSON of StartInstanceRefresh)."
+  value       = local.rollout
+}
+
+output "rollout_alarm_names" {
+  description = "The alarms that roll back an instance refresh in progress."
+  value       = [for alarm in aws_cloudwatch_metric_alarm.rollout : alarm.alarm_name]
+}

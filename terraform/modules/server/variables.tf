@@ -119,9 +119,9 @@ variable "domain_name" {
 }
 
 variable "associate_public_ip_address" {
-  description = "Give each server a public IPv4 address (its way out to ECR, Secrets Manager and SSM in the created VPC, which has no NAT gateway); the security group still admits only the load balancer."
+  description = "Give each server a public IPv4 address. Off by default: the servers belong in private subnets (subnet_ids) that reach ECR, Secrets Manager, SSM and CloudWatch Logs through a NAT gateway or VPC endpoints; only the load balancer is public."
   type        = bool
-  default     = true
+  default     = false
 }
 
 variable "deletion_protection" {
@@ -325,12 +325,6 @@ variable "database_secret_arn" {
   }
 }
 
-variable "database_password_version" {
-  description = "The database module's password_version: a new one rolls the servers so that they start with the new password."
-  type        = number
-  default     = 1
-}
-
 variable "kms_key_arn" {
   description = "ARN of the stack's KMS key (root volume, secret, repository, logs); the role may use it through S3 and Secrets Manager only."
   type        = string
@@ -422,4 +416,36 @@ variable "tags" {
   description = "Tags added to every resource."
   type        = map(string)
   default     = {}
+}
+
+variable "rollout_target_5xx_threshold" {
+  description = "5XX answers of the servers per minute (for 2 minutes) that roll back an instance refresh in progress."
+  type        = number
+  default     = 10
+  nullable    = false
+
+  validation {
+    condition     = var.rollout_target_5xx_threshold >= 0
+    error_message = "rollout_target_5xx_threshold must be 0 or more."
+  }
+}
+
+variable "access_logs" {
+  description = "Where the load balancer writes its access logs: a bucket whose policy lets Elastic Load Balancing write (modules/access_logs) and a key prefix; null writes none."
+  type = object({
+    bucket = string
+    prefix = optional(string, "")
+  })
+  default = null
+}
+
+variable "web_acl_arn" {
+  description = "ARN of a regional AWS WAFv2 web ACL to associate with the load balancer; null: none."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.web_acl_arn == null || can(regex("^arn:aws[a-z-]*:wafv2:[a-z0-9-]+:[0-9]{12}:regional/webacl/", var.web_acl_arn))
+    error_message = "web_acl_arn must be a regional WAFv2 web ACL ARN (arn:aws:wafv2:REGION:ACCOUNT:regional/webacl/NAME/ID)."
+  }
 }
