@@ -18,7 +18,9 @@ Within one request the answer is asked for several times; it is checked once.
 When MLflow's check answers 401 because the auth database failed while it read the user
 (:func:`mlflow_stack.server.authstore.unavailable`), the request gets MLflow's 503
 TEMPORARILY_UNAVAILABLE instead, which clients retry; a 401 would also make the stack's
-credential guard refuse the good credentials for seconds after the database is back.
+credential guard refuse the good credentials for seconds after the database is back. For the
+same reason the user who passed is read once more here (kept by the auth store): MLflow's
+FastAPI routes read it after the check and answer 401 to a failed read.
 """
 
 from __future__ import annotations
@@ -71,4 +73,25 @@ def _check() -> Any:
     failure = authstore.unavailable()
     if failure is not None and not isinstance(answer, Authorization):
         raise failure  # answered as MLflow answers it, by the app's error handler
+    if isinstance(answer, Authorization):
+        _read_user(credentials.username)
     return answer
+
+
+def _read_user(username: str) -> None:
+    """Read the user who passed the check, through the auth store, which keeps it for the
+    request's other questions. MLflow's bridge for its FastAPI routes (artifact uploads, among
+    others) reads the user again after this check and takes any failure of that read for an
+    unknown user: a 401 to good credentials during an outage of the auth database (with a
+    password in MLflow's cache, nothing else reads the database before), which the credential
+    guard would then hold against those credentials for seconds after the database is back.
+    Read here, the outage is MLflow's 503, and the bridge's read finds the user kept."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth import store
+
+    try:
+        store.get_user(username)
+    except MlflowException as error:
+        if error.error_code == "TEMPORARILY_UNAVAILABLE":
+            raise  # answered as MLflow answers it (Flask's error handler, FastAPI's bridge)
+        # anything else (a user deleted meanwhile) is left to MLflow's own reads, as before

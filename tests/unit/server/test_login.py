@@ -168,3 +168,50 @@ def test_a_user_deleted_as_it_is_read_is_still_mlflows_401(
     with app.test_request_context("/api/2.0/mlflow/runs/get", headers=basic("ada", "pw")):
         answer = login.authenticate_request()
     assert answer.status_code == 401
+
+
+def test_a_cached_password_with_the_user_unreadable_is_mlflows_503_not_a_401(
+    stack_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's credential cache answers the check without the database; its bridge for the
+    FastAPI routes then reads the user and answers 401 to any failure. The check reads the user
+    itself, so an outage of the auth database is MLflow's 503 there too."""
+    import mlflow.server.auth
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.entities import User
+
+    ada = User(id_=7, username="ada", password_hash="-", is_admin=False)
+    monkeypatch.setattr(
+        type(stack_store).__mro__[1], "get_user", lambda self, username: ada, raising=True
+    )
+    app = Flask(__name__)
+    with app.test_request_context("/api/2.0/mlflow/runs/get", headers=basic("ada", "pw")):
+        assert login.authenticate_request().username == "ada"  # MLflow caches the password
+    assert len(mlflow.server.auth._USER_AUTH_CACHE) == 1
+    assert stack_store.users.peek("ada") == (True, ada)  # the bridge's read finds it kept
+
+    stack_store.forget()  # the kept user expired, and then the database went away
+    reading_the_user_fails(monkeypatch, "TEMPORARILY_UNAVAILABLE")
+    with (
+        app.test_request_context("/api/2.0/mlflow/runs/get", headers=basic("ada", "pw")),
+        pytest.raises(MlflowException) as raised,
+    ):
+        login.authenticate_request()
+    assert raised.value.get_http_status_code() == 503
+
+
+def test_a_cached_password_of_a_user_deleted_meanwhile_is_left_to_mlflow(
+    stack_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.server.auth.entities import User
+
+    ada = User(id_=7, username="ada", password_hash="-", is_admin=False)
+    monkeypatch.setattr(type(stack_store).__mro__[1], "get_user", lambda self, username: ada)
+    app = Flask(__name__)
+    with app.test_request_context("/api/2.0/mlflow/runs/get", headers=basic("ada", "pw")):
+        login.authenticate_request()
+    stack_store.forget()
+    reading_the_user_fails(monkeypatch, "RESOURCE_DOES_NOT_EXIST")
+    with app.test_request_context("/api/2.0/mlflow/runs/get", headers=basic("ada", "pw")):
+        answer = login.authenticate_request()
+    assert answer.username == "ada"  # MLflow's cache answered; its own reads decide the rest
