@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any, BinaryIO
 
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
 from mlflow.store.artifact.artifact_repo import StreamUploadMixin
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository as MlflowS3Repository
 
@@ -154,7 +154,17 @@ class S3ArtifactRepository(MlflowS3Repository, StreamUploadMixin):
             self._object_args(artifact_file_name),
             self._bucket_owner_params,
         )
+        from botocore.exceptions import ConnectionError as S3Unreachable
+        from botocore.exceptions import HTTPClientError
+
         try:
             await upload.run(chunks)
         except UploadIntegrityError as error:  # a 500 that says why, rather than a bare one
             raise MlflowException(f"The upload was not stored whole: {error}") from error
+        except (S3Unreachable, HTTPClientError) as error:
+            # The artifact store did not answer (down, restarting, cut off): MLflow's 503,
+            # which its client retries, in MLflow's JSON, where MLflow's route would let the
+            # error out as a bare "Internal Server Error". S3's own answers pass unchanged.
+            raise MlflowException(
+                f"The artifact store did not answer: {error}", TEMPORARILY_UNAVAILABLE
+            ) from error

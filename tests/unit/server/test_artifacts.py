@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import io
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -258,3 +259,32 @@ def test_an_s3_failure_during_the_upload_propagates_as_it_is(
         asyncio.run(repository.log_artifact_from_async_stream(stream(pattern(3 * PART), 4099), "m"))
 
     assert_nothing_left(s3)
+
+
+def test_an_artifact_store_that_does_not_answer_is_mlflows_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """S3 down or restarting (no connection): MLflow's 503 in its JSON, which its client
+    retries, rather than the bare 500 MLflow's route would let out."""
+    import boto3
+    from botocore.config import Config
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens there once the socket is closed
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    repository = S3ArtifactRepository("s3://bucket/run/artifacts")
+    monkeypatch.setattr(repository, "_get_s3_client", lambda: client)
+
+    with pytest.raises(MlflowException, match="The artifact store did not answer") as raised:
+        asyncio.run(repository.log_artifact_from_async_stream(stream(pattern(1000), 100), "m"))
+
+    assert raised.value.error_code == "TEMPORARILY_UNAVAILABLE"
+    assert raised.value.get_http_status_code() == 503
