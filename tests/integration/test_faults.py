@@ -78,12 +78,17 @@ class Writer(threading.Thread):
         self.artifacts: dict[str, bytes] = {}
         self.failures: list[Failure] = []
         self.acked_at: list[float] = []
+        self.not_json: list[str] = []  # error answers that are not MLflow's JSON
         self.session = requests.Session()
         self.session.auth = self.auth
 
     def call(self, method: str, path: str, **kwargs: object) -> requests.Response:
         response = self.session.request(method, self.base + path, timeout=(5, 60), **kwargs)
         if response.status_code != 200:
+            if not is_mlflow_error(response):
+                self.not_json.append(
+                    f"{method} {path}: {response.status_code} {response.text[:80]}"
+                )
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:120]}")
         return response
 
@@ -144,6 +149,60 @@ class Writer(threading.Thread):
                 ack()
                 self.acked_at.append(time.monotonic())
             i += 1
+            self.stop.wait(PAUSE)
+
+
+def is_mlflow_error(response: requests.Response) -> bool:
+    """MLflow's error answer: JSON with an error_code (not Flask's HTML error page)."""
+    if "json" not in response.headers.get("content-type", ""):
+        return False
+    try:
+        return "error_code" in response.json()
+    except ValueError:
+        return False
+
+
+class Reader(threading.Thread):
+    """A member without admin rights reading the experiment she may READ, through MLflow's
+    permission checks and result filters, which read the auth database: during an outage her
+    error answers must be MLflow's JSON, like the tracking API's."""
+
+    CALLS = (
+        ("POST", "/api/2.0/mlflow/experiments/search", {"max_results": 20}),
+        ("POST", "/api/2.0/mlflow/runs/search", None),  # the experiment's runs
+        ("GET", "/api/2.0/mlflow/experiments/get", None),
+        ("POST", "/ajax-api/2.0/mlflow/runs/search", None),
+    )
+
+    def __init__(self, stack: LiveStack, auth: tuple[str, str], experiment_id: str,
+                 stop: threading.Event):  # fmt: skip
+        super().__init__(name="reader", daemon=True)
+        self.base, self.experiment_id, self.stop = stack.tracking_uri, experiment_id, stop
+        self.session = requests.Session()
+        self.session.auth = auth
+        self.not_json: list[str] = []
+        self.answered_at: list[float] = []
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            method, path, body = self.CALLS[i % len(self.CALLS)]
+            i += 1
+            kwargs: dict[str, object] = {"json": body} if body else {}
+            if path.endswith("runs/search"):
+                kwargs = {"json": {"experiment_ids": [self.experiment_id], "max_results": 5}}
+            elif path.endswith("experiments/get"):
+                kwargs = {"params": {"experiment_id": self.experiment_id}}
+            try:
+                response = self.session.request(method, self.base + path, timeout=(5, 60), **kwargs)
+            except requests.RequestException:
+                continue  # a connection refused or reset while the server restarts
+            if response.status_code == 200:
+                self.answered_at.append(time.monotonic())
+            elif not is_mlflow_error(response):
+                self.not_json.append(
+                    f"{method} {path}: {response.status_code} {response.text[:80]}"
+                )
             self.stop.wait(PAUSE)
 
 
@@ -290,11 +349,31 @@ def test_kill_9_of_each_service_under_8_writers_loses_no_acknowledged_write(
         json={"name": f"faults-{uuid.uuid4().hex[:8]}"},
         timeout=30,
     ).json()["experiment_id"]
+    member = ("reader", secrets.token_urlsafe(16))
+    created = session.post(
+        stack.tracking_uri + "/api/2.0/mlflow/users/create",
+        json={"username": member[0], "password": member[1]},
+        timeout=30,
+    )
+    assert created.status_code == 200, created.text
+    granted = session.post(
+        stack.tracking_uri + "/api/3.0/mlflow/users/permissions/grant",
+        json={
+            "username": member[0],
+            "resource_type": "experiment",
+            "resource_id": experiment,
+            "permission": "READ",
+        },
+        timeout=30,
+    )
+    assert granted.status_code == 200, granted.text
     stop = threading.Event()
     writers = [Writer(i, stack, experiment, stop) for i in range(WRITERS)]
+    reader = Reader(stack, member, experiment, stop)
     for writer in writers:
         writer.create_run()
         writer.start()
+    reader.start()
     outages = []
     try:
         for fault, service, kill in FAULTS:
@@ -303,6 +382,7 @@ def test_kill_9_of_each_service_under_8_writers_loses_no_acknowledged_write(
         stop.set()
         for writer in writers:
             writer.join(90)
+        reader.join(90)
     report = {
         o.fault: {
             "outage_s": round(o.seconds, 1),
@@ -322,6 +402,12 @@ def test_kill_9_of_each_service_under_8_writers_loses_no_acknowledged_write(
                 failure.ended >= o.began and failure.began <= o.recovered + GRACE for o in outages
             ), f"{writer.name} failed outside every outage: {failure}"
         assert any(t > outages[-1].recovered for t in writer.acked_at), "no write after the last"
+
+    # every error answer, the writers' (admin) and the member's (permission checks and
+    # filters on the auth database), is MLflow's JSON, never Flask's HTML error page
+    assert [line for writer in writers for line in writer.not_json] == []
+    assert reader.not_json == []
+    assert any(t > outages[-1].recovered for t in reader.answered_at), "no read after the last"
 
     # status saw each outage (a lost worker is replaced while the other one serves)
     for outage in outages:
