@@ -133,12 +133,12 @@ def rotating_stack() -> Iterator[tuple[LiveStack, Path]]:
     live = LiveStack.on_free_ports(root)
     live.env["POSTGRES_PASSWORD_FILE"] = str(password_file)
     live.env.pop("POSTGRES_PASSWORD", None)
-    result = live.cli("up")
-    if result.returncode != 0:
-        logs = live.cli("logs", "-n", "30").stdout
+    try:
+        live.up()  # fails the test with the logs' last lines
+    except BaseException:
         live.cli("down")
         shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"mlflow-stack up failed:\n{result.stderr}\n--- logs ---\n{logs}")
+        raise
     live.load_settings()
     try:
         yield live, password_file

@@ -20,6 +20,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repo import StreamUploadMixin
@@ -266,9 +267,6 @@ def test_an_artifact_store_that_does_not_answer_is_mlflows_503(
 ) -> None:
     """S3 down or restarting (no connection): MLflow's 503 in its JSON, which its client
     retries, rather than the bare 500 MLflow's route would let out."""
-    import boto3
-    from botocore.config import Config
-
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]  # nothing listens there once the socket is closed
