@@ -207,3 +207,94 @@ def secret_arn(value: str) -> str:
             "arn:aws:secretsmanager:eu-west-1:123456789012:secret:name-AbCdEf"
         )
     return value
+
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def issuer_url(value: str) -> str:
+    """https:// URL of an OpenID provider (http:// only on loopback)"""
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(
+            "must be the provider's https:// issuer URL, such as https://idp.example.com"
+        )
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        raise ValueError("must use https:// (http:// only for a provider on loopback)")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    return value.rstrip("/")
+
+
+def public_url(value: str) -> str:
+    """http:// or https:// URL users open, without query"""
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(
+            "must be the http:// or https:// URL users open, such as https://mlflow.example.com"
+        )
+    if parts.path not in {"", "/"} or parts.query or parts.fragment:
+        raise ValueError("must not have a path, query or fragment")
+    return value.rstrip("/")
+
+
+_NAME = re.compile(r"^[^\s,=:]{1,256}$")
+
+
+def names(value: str) -> tuple[str, ...]:
+    """comma-separated names (no whitespace, = or : inside a name)"""
+    items = tuple(item.strip() for item in value.split(",") if item.strip())
+    for item in items:
+        if not _NAME.match(item):
+            raise ValueError(f"{item!r} is not a name (no whitespace, ',', '=' or ':' inside)")
+    return items
+
+
+def client_id(value: str) -> str:
+    """an OAuth client id (no whitespace, quotes, $, #, backtick or backslash)"""
+    if len(value) > 256 or UNSAFE_IN_ENV.search(value):
+        raise ValueError("must be the client id, without whitespace, quotes, $ or #")
+    return value
+
+
+def claim(value: str) -> str:
+    """a claim name (letters, digits, _ - . : /)"""
+    if not re.match(r"^[A-Za-z0-9_.:/-]{1,128}$", value):
+        raise ValueError("must be a claim name such as groups or preferred_username")
+    return value
+
+
+def scopes(value: str) -> tuple[str, ...]:
+    """space-separated OAuth scopes, openid among them"""
+    items = tuple(value.split())
+    if "openid" not in items:
+        raise ValueError("must include openid")
+    if any(UNSAFE_IN_ENV.search(item) for item in items):
+        raise ValueError("must not contain quotes, $, #, ` or \\")
+    return items
+
+
+PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
+
+
+def group_permissions(value: str) -> tuple[tuple[str, str, str], ...]:
+    """comma-separated GROUP=PERMISSION or GROUP=EXPERIMENTS:MODELS entries"""
+    entries: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        group, equals, grant = item.partition("=")
+        group, grant = group.strip(), grant.strip()
+        if not equals or not _NAME.match(group):
+            raise ValueError(f"{item!r} is not GROUP=PERMISSION (such as ml-team=EDIT)")
+        if group in seen:
+            raise ValueError(f"names group {group!r} twice")
+        seen.add(group)
+        experiments, _, models = grant.partition(":")
+        models = models or experiments
+        for permission in (experiments, models):
+            if permission not in PERMISSIONS:
+                raise ValueError(f"{item!r}: {permission!r} is not one of {', '.join(PERMISSIONS)}")
+        entries.append((group, experiments, models))
+    return tuple(entries)

@@ -25,6 +25,7 @@ SECTIONS = {
     "s3": "S3 (artifact store, reached only by the server: clients never hold these keys)",
     "server": "MLflow server",
     "auth": "Authentication (MLflow basic-auth; login is always required)",
+    "sso": "Single sign-on (MLFLOW_STACK_AUTH_MODE=oidc: the team's OpenID provider)",
 }
 
 #: The runtimes that read the contract (each passes every setting of :class:`Settings` to
@@ -338,6 +339,117 @@ class Settings:
         parse=checks.int_between(0, 3600),
     )
 
+    auth_mode: str = _setting(
+        "MLFLOW_STACK_AUTH_MODE",
+        "How people and scripts sign in: `basic` (MLflow's users and passwords) or `oidc` "
+        "(the team's OpenID provider for the UI, its access tokens for scripts; the admin "
+        "account's password keeps working as a break-glass login).",
+        "auth",
+        default="basic",
+        parse=checks.choice("basic", "oidc"),
+        fixed_by={"ec2": "`oidc` when Terraform's `oidc_issuer` is set"},
+    )
+    public_url: str = _setting(
+        "MLFLOW_STACK_PUBLIC_URL",
+        "URL people open the server at; the provider sends them back to its /auth/callback. "
+        "With https:// the session cookie is Secure. Required with MLFLOW_STACK_AUTH_MODE=oidc.",
+        "sso",
+        default="",
+        parse=checks.public_url,
+        fixed_by={"ec2": "https:// and the domain name (or the load balancer's name)"},
+    )
+    oidc_issuer: str = _setting(
+        "MLFLOW_STACK_OIDC_ISSUER",
+        "Issuer URL of the OpenID provider (its /.well-known/openid-configuration is read at "
+        "start). Required with MLFLOW_STACK_AUTH_MODE=oidc.",
+        "sso",
+        default="",
+        parse=checks.issuer_url,
+        fixed_by={"ec2": "Terraform's `oidc_issuer`"},
+    )
+    oidc_client_id: str = _setting(
+        "MLFLOW_STACK_OIDC_CLIENT_ID",
+        "Client id of the server's registration at the provider. Required with "
+        "MLFLOW_STACK_AUTH_MODE=oidc.",
+        "sso",
+        default="",
+        parse=checks.client_id,
+        fixed_by={"ec2": "Terraform's `oidc_client_id`"},
+    )
+    oidc_client_secret: str = _setting(
+        "MLFLOW_STACK_OIDC_CLIENT_SECRET",
+        "Client secret of that registration. With MLFLOW_STACK_AUTH_MODE=oidc set exactly one "
+        "of it and MLFLOW_STACK_OIDC_CLIENT_SECRET_FILE.",
+        "sso",
+        default="",
+        parse=checks.secret(8),
+        secret=True,
+        fixed_by={"ec2": "read from Secrets Manager at boot"},
+    )
+    oidc_client_secret_file: str = _setting(
+        "MLFLOW_STACK_OIDC_CLIENT_SECRET_FILE",
+        "File holding the client secret (one line), e.g. a compose secret under /run/secrets.",
+        "sso",
+        default="",
+        parse=checks.absolute_path,
+        fixed_by={"ec2": "empty: MLFLOW_STACK_OIDC_CLIENT_SECRET"},
+    )
+    oidc_scopes: tuple[str, ...] = _setting(
+        "MLFLOW_STACK_OIDC_SCOPES",
+        "Scopes asked for at sign-in (space-separated); add the one that brings the group "
+        "claim where the provider needs it (Okta: groups).",
+        "sso",
+        default="openid profile email",
+        parse=checks.scopes,
+    )
+    oidc_username_claim: str = _setting(
+        "MLFLOW_STACK_OIDC_USERNAME_CLAIM",
+        "Claim of the ID token and of access tokens that names the MLflow user.",
+        "sso",
+        default="preferred_username",
+        parse=checks.claim,
+    )
+    oidc_groups_claim: str = _setting(
+        "MLFLOW_STACK_OIDC_GROUPS_CLAIM",
+        "Claim that lists the user's groups (a list of names, or one name).",
+        "sso",
+        default="groups",
+        parse=checks.claim,
+    )
+    oidc_admin_groups: tuple[str, ...] = _setting(
+        "MLFLOW_STACK_OIDC_ADMIN_GROUPS",
+        "Groups whose members are MLflow admins (comma-separated).",
+        "sso",
+        default="",
+        parse=checks.names,
+    )
+    oidc_group_permissions: tuple[tuple[str, str, str], ...] = _setting(
+        "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS",
+        "Each group's permission on every experiment and registered model, as "
+        "GROUP=PERMISSION or GROUP=EXPERIMENTS:MODELS, comma-separated (e.g. "
+        "`ml-team=EDIT,analysts=READ:NO_PERMISSIONS`). Someone in none of these groups and "
+        "none of MLFLOW_STACK_OIDC_ADMIN_GROUPS is refused.",
+        "sso",
+        default="",
+        parse=checks.group_permissions,
+    )
+    oidc_audience: str = _setting(
+        "MLFLOW_STACK_OIDC_AUDIENCE",
+        "Audience (aud) an access token must carry to be accepted as MLFLOW_TRACKING_TOKEN "
+        "(empty: the client id).",
+        "sso",
+        default="",
+        parse=checks.text,
+    )
+    oidc_session_ttl: int = _setting(
+        "MLFLOW_STACK_OIDC_SESSION_TTL",
+        "Seconds a UI sign-in lasts; then the provider is asked again, so a group change "
+        "reaches the UI within it (an access token's groups last as long as the token).",
+        "sso",
+        default="3600",
+        parse=checks.int_between(60, 86400),
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Parse and validate every setting; raise ConfigError listing every problem."""
@@ -358,6 +470,7 @@ class Settings:
             except ConfigError as error:
                 problems.extend(error.problems)
         problems.extend(_password_source_problems(environ))
+        problems.extend(_sso_problems(environ))
         if not problems:
             problems.extend(_cross_checks(values))
         if problems:
@@ -405,6 +518,44 @@ def _password_source_problems(environ: Mapping[str, str]) -> list[str]:
         return [f"POSTGRES_PASSWORD is not set: set exactly one of {choices}"]
     are = "are both set" if len(given) == 2 else "are all set"
     return [f"{' and '.join(given)} {are}: set exactly one of {choices}"]
+
+
+#: What MLFLOW_STACK_AUTH_MODE=oidc needs besides a client secret.
+SSO_REQUIRED = (
+    "MLFLOW_STACK_PUBLIC_URL",
+    "MLFLOW_STACK_OIDC_ISSUER",
+    "MLFLOW_STACK_OIDC_CLIENT_ID",
+)
+CLIENT_SECRET_SOURCES = (
+    "MLFLOW_STACK_OIDC_CLIENT_SECRET",
+    "MLFLOW_STACK_OIDC_CLIENT_SECRET_FILE",
+)
+
+
+def _sso_problems(environ: Mapping[str, str]) -> list[str]:
+    """One line per setting single sign-on lacks, when MLFLOW_STACK_AUTH_MODE is oidc."""
+    if environ.get("MLFLOW_STACK_AUTH_MODE", "") != "oidc":
+        return []
+    problems = [
+        f"{name} is not set: MLFLOW_STACK_AUTH_MODE=oidc needs it"
+        for name in SSO_REQUIRED
+        if not environ.get(name, "")
+    ]
+    given = [name for name in CLIENT_SECRET_SOURCES if environ.get(name, "")]
+    if len(given) != 1:
+        which = "is not set" if not given else "and its _FILE are both set"
+        problems.append(
+            f"MLFLOW_STACK_OIDC_CLIENT_SECRET {which}: with MLFLOW_STACK_AUTH_MODE=oidc set "
+            "exactly one of it and MLFLOW_STACK_OIDC_CLIENT_SECRET_FILE"
+        )
+    if not environ.get("MLFLOW_STACK_OIDC_ADMIN_GROUPS", "") and not environ.get(
+        "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS", ""
+    ):
+        problems.append(
+            "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS is not set: with MLFLOW_STACK_AUTH_MODE=oidc "
+            "name the groups that may sign in (or MLFLOW_STACK_OIDC_ADMIN_GROUPS)"
+        )
+    return problems
 
 
 def _cross_checks(values: Mapping[str, Any]) -> list[str]:

@@ -297,6 +297,13 @@ def test_the_module_checks_are_all_found() -> None:
         "networks",
         "absolute_path",
         "secret_arn",
+        "issuer_url",
+        "public_url",
+        "names",
+        "client_id",
+        "claim",
+        "scopes",
+        "group_permissions",
     }
 
 
@@ -306,3 +313,73 @@ def test_numbers_take_ascii_digits_only(value: str) -> None:
         checks.port(value)
     with pytest.raises(ValueError, match="must be a whole number between 0 and 10"):
         checks.int_between(0, 10)(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        ("https://idp.example.com/realms/team/", "https://idp.example.com/realms/team"),
+        ("http://127.0.0.1:4000", "http://127.0.0.1:4000"),
+        ("http://localhost:4000/oidc", "http://localhost:4000/oidc"),
+    ],
+)
+def test_an_issuer_is_https_or_on_loopback(value: str, parsed: str) -> None:
+    assert checks.issuer_url(value) == parsed
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("http://idp.example.com", "must use https://"),
+        ("idp.example.com", "issuer URL"),
+        ("https://idp.example.com/?x=1", "query"),
+    ],
+)
+def test_a_bad_issuer_is_refused(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        checks.issuer_url(value)
+
+
+def test_a_public_url_has_no_path() -> None:
+    assert checks.public_url("https://mlflow.example.com/") == "https://mlflow.example.com"
+    with pytest.raises(ValueError, match="path"):
+        checks.public_url("https://mlflow.example.com/mlflow")
+
+
+def test_scopes_need_openid() -> None:
+    assert checks.scopes("openid  profile groups") == ("openid", "profile", "groups")
+    with pytest.raises(ValueError, match="openid"):
+        checks.scopes("profile email")
+
+
+def test_group_permissions_name_one_or_two_permissions() -> None:
+    assert checks.group_permissions("ml-team=EDIT, analysts=READ:NO_PERMISSIONS,") == (
+        ("ml-team", "EDIT", "EDIT"),
+        ("analysts", "READ", "NO_PERMISSIONS"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("ml-team", "is not GROUP=PERMISSION"),
+        ("ml-team=WRITE", "'WRITE' is not one of READ, EDIT, MANAGE, NO_PERMISSIONS"),
+        ("a=READ,a=EDIT", "names group 'a' twice"),
+        ("a b=READ", "is not GROUP=PERMISSION"),
+    ],
+)
+def test_bad_group_permissions_are_refused(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        checks.group_permissions(value)
+
+
+def test_names_and_claims() -> None:
+    assert checks.names("ml-admins, platform") == ("ml-admins", "platform")
+    with pytest.raises(ValueError, match="is not a name"):
+        checks.names("a=b")
+    assert checks.claim("https://example.com/groups") == "https://example.com/groups"
+    with pytest.raises(ValueError, match="claim name"):
+        checks.claim("two words")
+    assert checks.client_id("0oa1b2c3") == "0oa1b2c3"
+    with pytest.raises(ValueError, match="client id"):
+        checks.client_id("a b")

@@ -288,3 +288,69 @@ def test_value_from_leaves_an_empty_default_empty_as_from_env_does() -> None:
     endpoint = setting("MLFLOW_STACK_S3_ENDPOINT_URL")
     assert endpoint.value_from({}) == ""
     assert Settings.from_env(REQUIRED).s3_endpoint_url == ""
+
+
+SSO = {
+    "MLFLOW_STACK_AUTH_MODE": "oidc",
+    "MLFLOW_STACK_PUBLIC_URL": "https://mlflow.example.com",
+    "MLFLOW_STACK_OIDC_ISSUER": "https://idp.example.com",
+    "MLFLOW_STACK_OIDC_CLIENT_ID": "mlflow",
+    "MLFLOW_STACK_OIDC_CLIENT_SECRET": "a-client-secret",
+    "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS": "ml-team=EDIT",
+}
+
+
+def test_single_sign_on_is_off_by_default_and_needs_nothing() -> None:
+    settings = Settings.from_env(REQUIRED)
+    assert settings.auth_mode == "basic"
+    assert settings.oidc_issuer == ""
+
+
+def test_single_sign_on_parses_its_settings() -> None:
+    settings = Settings.from_env({**REQUIRED, **SSO, "MLFLOW_STACK_OIDC_ADMIN_GROUPS": "a,b"})
+    assert settings.auth_mode == "oidc"
+    assert settings.oidc_group_permissions == (("ml-team", "EDIT", "EDIT"),)
+    assert settings.oidc_admin_groups == ("a", "b")
+    assert settings.oidc_scopes == ("openid", "profile", "email")
+    assert settings.oidc_session_ttl == 3600
+
+
+NEEDS_IT = "is not set: MLFLOW_STACK_AUTH_MODE=oidc needs it"
+ONE_SECRET = (
+    "is not set: with MLFLOW_STACK_AUTH_MODE=oidc set exactly one of it and "
+    "MLFLOW_STACK_OIDC_CLIENT_SECRET_FILE"
+)
+NO_GROUPS = (
+    "is not set: with MLFLOW_STACK_AUTH_MODE=oidc name the groups that may sign in "
+    "(or MLFLOW_STACK_OIDC_ADMIN_GROUPS)"
+)
+
+
+@pytest.mark.parametrize(
+    ("unset", "why"),
+    [
+        ("MLFLOW_STACK_PUBLIC_URL", NEEDS_IT),
+        ("MLFLOW_STACK_OIDC_ISSUER", NEEDS_IT),
+        ("MLFLOW_STACK_OIDC_CLIENT_SECRET", ONE_SECRET),
+        ("MLFLOW_STACK_OIDC_GROUP_PERMISSIONS", NO_GROUPS),
+    ],
+)
+def test_single_sign_on_names_what_it_lacks(unset: str, why: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**REQUIRED, **SSO, unset: ""})
+    assert raised.value.problems == [f"{unset} {why}"]
+
+
+def test_the_client_secret_comes_from_one_place() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**REQUIRED, **SSO, "MLFLOW_STACK_OIDC_CLIENT_SECRET_FILE": "/run/s"})
+    assert raised.value.problems == [
+        "MLFLOW_STACK_OIDC_CLIENT_SECRET and its _FILE are both set: with "
+        "MLFLOW_STACK_AUTH_MODE=oidc set exactly one of it and MLFLOW_STACK_OIDC_CLIENT_SECRET_FILE"
+    ]
+    file_only = {
+        **SSO,
+        "MLFLOW_STACK_OIDC_CLIENT_SECRET": "",
+        "MLFLOW_STACK_OIDC_CLIENT_SECRET_FILE": "/run/s",
+    }
+    assert Settings.from_env({**REQUIRED, **file_only}).oidc_client_secret_file == "/run/s"
