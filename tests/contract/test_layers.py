@@ -20,6 +20,7 @@ FLOORS: tuple[frozenset[str], ...] = (
     frozenset({"serve", "backup"}),
     frozenset({"native"}),
     frozenset({"server"}),
+    frozenset({"sso"}),
     frozenset({"gc"}),
     frozenset({"stores"}),
     frozenset({"caching"}),

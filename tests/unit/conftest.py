@@ -1,10 +1,12 @@
-"""What several unit test folders share: a real S3 API on loopback."""
+"""What several unit test folders share: a real S3 API on loopback, and a small OpenID provider."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+
+from tests.unit.sso.issuer import Issuer, serve_issuer
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +22,9 @@ def s3_url() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def issuer() -> Iterator[Issuer]:
+    """Discovery, JWKS and a token endpoint on 127.0.0.1, with a key of its own, per test."""
+    yield from serve_issuer()

@@ -15,6 +15,7 @@ class Answer:
     body: bytes
     reached_app: bool  # did the request get past the middleware to the app behind it?
     app_received: bytes = b""
+    raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # repeats kept
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -86,4 +87,5 @@ def request(
         body=b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
         reached_app=reached,
         app_received=calls[-1]["body"] if reached else b"",
+        raw_headers=list(start.get("headers", [])),
     )
