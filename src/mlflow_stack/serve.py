@@ -73,7 +73,7 @@ def write_auth_config(settings: Settings, directory: Path) -> Path:
     path = directory / "basic_auth.ini"
     path.write_text(
         "[mlflow]\n"
-        f"default_permission = {settings.default_permission}\n"
+        f"default_permission = {default_permission(settings)}\n"
         f"database_uri = {settings.auth_database_uri}\n"
         f"admin_username = {settings.admin_username}\n"
         # MLflow's basic-auth check, in turns per credential (mlflow_stack.server.login)
@@ -81,6 +81,12 @@ def write_auth_config(settings: Settings, directory: Path) -> Path:
         f"auth_cache_ttl_seconds = {settings.auth_cache_ttl}\n"
     )
     return path
+
+
+def default_permission(settings: Settings) -> str:
+    """MLflow's permission for users on what nobody granted them. With single sign-on the
+    groups' permissions are the defaults (:mod:`mlflow_stack.sso.roles`): nothing beyond them."""
+    return "NO_PERMISSIONS" if settings.auth_mode == "oidc" else settings.default_permission
 
 
 def server_arguments(settings: Settings) -> list[str]:
@@ -207,16 +213,22 @@ def prepare(settings: Settings) -> None:
     finally:
         conn.close()
     ensure_bucket(settings)
-    migrate(settings, then=bootstrap_admin)
+    migrate(settings, then=lambda: bootstrap_admin(settings))
 
 
-def bootstrap_admin() -> None:
+def bootstrap_admin(settings: Settings) -> None:
     """Create the admin once, before any worker starts (MLflow's launcher does this only for
-    its own app name); the workers then find it and skip the race."""
-    from mlflow.server.auth import bootstrap_admin_user, get_flask_server_secret_key
+    its own app name); the workers then find it and skip the race. With single sign-on, make
+    the groups' roles match MLFLOW_STACK_OIDC_GROUP_PERMISSIONS too (under the same lock)."""
+    from mlflow.server.auth import bootstrap_admin_user, get_flask_server_secret_key, store
 
     get_flask_server_secret_key()
     bootstrap_admin_user()
+    if settings.auth_mode == "oidc":
+        from mlflow_stack.sso.config import GroupGrant
+        from mlflow_stack.sso.roles import ensure_roles
+
+        ensure_roles(store, [GroupGrant(*grant) for grant in settings.oidc_group_permissions])
 
 
 def serve(settings: Settings, environ: Mapping[str, str]) -> NoReturn:

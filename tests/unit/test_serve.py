@@ -297,3 +297,22 @@ def test_the_stores_keep_their_connections_within_the_old_ceiling(tmp_path: Path
         settings(), tmp_path / "auth.ini", {"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "4"}
     )
     assert mine["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"] == "4"  # an operator's value wins
+
+
+def test_with_single_sign_on_the_groups_are_the_only_default(tmp_path: Path) -> None:
+    import configparser
+
+    sso = {
+        "MLFLOW_STACK_AUTH_MODE": "oidc",
+        "MLFLOW_STACK_PUBLIC_URL": "https://mlflow.example.com",
+        "MLFLOW_STACK_OIDC_ISSUER": "https://idp.example.com",
+        "MLFLOW_STACK_OIDC_CLIENT_ID": "mlflow",
+        "MLFLOW_STACK_OIDC_CLIENT_SECRET": "a-client-secret",
+        "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS": "ml-team=EDIT",
+    }
+    parser = configparser.ConfigParser()
+    parser.read(write_auth_config(settings(**sso), tmp_path))
+    assert parser["mlflow"]["default_permission"] == "NO_PERMISSIONS"
+    assert parser["mlflow"]["authorization_function"] == (
+        "mlflow_stack.server.login:authenticate_request"
+    )

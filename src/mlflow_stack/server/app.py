@@ -17,6 +17,11 @@ refused ones included, for ``GET /metrics``):
    admin-only ``POST /api/2.0/mlflow-stack/gc``;
 6. :class:`ProxiedArtifactsOnly` (below).
 
+With single sign-on (MLFLOW_STACK_AUTH_MODE=oidc),
+:class:`~mlflow_stack.server.signon.SignOnEndpoints` answers ``/auth/login``,
+``/auth/callback`` and ``/auth/logout`` between 3 and 4, and the credential guard lets bearer
+tokens through to the login check.
+
 Inside, MLflow's FastAPI app gets one route of the stack's own in front of its own:
 :mod:`~mlflow_stack.server.downloads` streams proxied downloads from S3; it swaps the views of
 the UI's two download routes in MLflow's Flask app for streaming ones as well.
@@ -36,6 +41,7 @@ import json
 import os
 from typing import Any
 
+from mlflow_stack import sso
 from mlflow_stack.gc import ENDPOINT as GC_ENDPOINT
 from mlflow_stack.server import authstore, downloads
 from mlflow_stack.server.asgi import ASGIApp, Message, Receive, Scope, Send
@@ -121,6 +127,7 @@ def create_app() -> ASGIApp:
     settings = Settings.from_env(os.environ)
     password.install(settings)  # inherited from the master after a fork; needed after a spawn
     authstore.install()  # MLflow's auth store, its per-request reads kept (bounded)
+    signon = sso.install(settings)  # None unless MLFLOW_STACK_AUTH_MODE=oidc
     with phase.bracket(flask_app):  # the tracking store knows when MLflow authorizes
         app = create_basic_auth_app()
     if hasattr(app, "router"):  # MLflow's FastAPI app (under uvicorn, as always here)
@@ -141,8 +148,16 @@ def create_app() -> ASGIApp:
         app,
         protected=lambda path: not is_unprotected_route(path),
         remember_success=settings.auth_cache_ttl,
+        bearer_tokens=signon is not None,
     )
+    own_paths = [GC_ENDPOINT]
+    if signon is not None:
+        from mlflow_stack.server.signon import PATHS, SignOnEndpoints
+
+        app = SignOnEndpoints(app, signon)
+        own_paths += PATHS
+        signon.warm_up()  # the provider's keys, fetched in the background
     app = RequestValidator(app)
     app = HealthCheck(app, backend_store_probe(settings))
     app = HostCheck(app, HostPolicy(settings.allowed_hosts))
-    return RequestMetrics(app, RouteLabels(flask_app.url_map, own_paths=[GC_ENDPOINT]))
+    return RequestMetrics(app, RouteLabels(flask_app.url_map, own_paths=own_paths))

@@ -8,7 +8,9 @@ into an HTML 500.
 
 This middleware, per worker:
 
-* answers any ``Authorization`` header that is not well-formed HTTP basic with 401;
+* answers any ``Authorization`` header that is not well-formed HTTP basic with 401 (with single
+  sign-on, ``Bearer`` tokens go on to the login check, which verifies them: a signature check,
+  no scrypt);
 * remembers credentials MLflow rejected (for FAILED_LOGIN_TTL seconds) and answers them again
   with 401 at once, without a second scrypt;
 * counts each client's failed logins in a leaky bucket; past BURST failures it answers
@@ -151,10 +153,12 @@ class CredentialGuard:
         *,
         protected: Callable[[str], bool],
         remember_success: float,
+        bearer_tokens: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
         self.protected = protected
+        self.bearer_tokens = bearer_tokens
         self.succeeded = ExpiringSet(remember_success, clock)
         self.failed = ExpiringSet(FAILED_LOGIN_TTL, clock)
         self.failures = LeakyBuckets(BURST, LEAK_PER_SECOND, clock)
@@ -174,6 +178,9 @@ class CredentialGuard:
         raw = raw or header(scope, b"authorization")
         if raw is None:
             await self.app(scope, receive, send)  # MLflow asks for credentials
+            return
+        if self.bearer_tokens and raw[:7].lower() == b"bearer ":
+            await self.app(scope, receive, send)  # the login check verifies the token
             return
         credentials = parse_basic(raw)
         if credentials is None:

@@ -242,3 +242,19 @@ def test_a_first_request_that_takes_long_holds_the_others_only_so_long(
     assert together(app, 3) == [200] * 3
     assert time.monotonic() - began < 1.4  # not 3 x 0.5 s in a row
     assert mlflow.most_at_once >= 2  # after the wait they went on
+
+
+def test_with_single_sign_on_bearer_tokens_go_on_to_the_login_check() -> None:
+    mlflow = FakeMlflow()
+    app = CredentialGuard(
+        mlflow, protected=lambda path: True, remember_success=60.0, bearer_tokens=True
+    )
+    answer = request(
+        app, path="/api/2.0/mlflow/runs/get", headers={"Authorization": "Bearer a.b.c"}
+    )
+    assert answer.reached_app  # MLflow's 401 here: the fake knows basic only
+    for _ in range(3 * BURST):  # refused tokens are not failed logins: no 429
+        assert request(app, path="/x", headers={"Authorization": "Bearer bad"}).status == 401
+    assert mlflow.checks == 1 + 3 * BURST
+    other = request(app, path="/x", headers={"Authorization": "Digest username=x"})
+    assert other.status == 401 and not other.reached_app

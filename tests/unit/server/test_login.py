@@ -215,3 +215,96 @@ def test_a_cached_password_of_a_user_deleted_meanwhile_is_left_to_mlflow(
     with app.test_request_context("/api/2.0/mlflow/runs/get", headers=basic("ada", "pw")):
         answer = login.authenticate_request()
     assert answer.username == "ada"  # MLflow's cache answered; its own reads decide the rest
+
+
+# --- single sign-on: bearer tokens and the session cookie (tests/unit/sso's issuer) ---
+
+
+class NoStore:
+    """The members' check, recorded (the auth store's side: tests/unit/sso/test_roles.py)."""
+
+    def __init__(self) -> None:
+        self.ensured: list[Any] = []
+
+    def ensure(self, identity: Any) -> None:
+        self.ensured.append(identity)
+
+
+@pytest.fixture
+def signon(issuer: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from mlflow_stack.sso import runtime
+    from mlflow_stack.sso.runtime import SignOn
+    from tests.unit.sso.issuer import config
+
+    signon = SignOn(config(issuer.url))
+    signon.members = NoStore()  # type: ignore[assignment]
+    monkeypatch.setitem(runtime._INSTALLED, "current", signon)
+    return signon
+
+
+def ask(headers: dict[str, str], path: str = "/api/2.0/mlflow/experiments/search") -> Any:
+    with Flask(__name__).test_request_context(path, headers=headers):
+        return login.authenticate_request()
+
+
+def test_a_good_access_token_is_its_user(signon: Any, issuer: Any) -> None:
+    answer = ask({"Authorization": f"Bearer {issuer.token()}"})
+    assert answer.type == "bearer" and answer.username == "alice"
+    assert [i.username for i in signon.members.ensured] == ["alice"]
+
+
+def test_a_refused_token_is_mlflows_401_with_a_bearer_challenge(signon: Any, issuer: Any) -> None:
+    answer = ask({"Authorization": f"Bearer {issuer.token({'aud': 'other'})}"})
+    assert answer.status_code == 401
+    assert answer.headers["WWW-Authenticate"].startswith(
+        'Bearer realm="mlflow", error="invalid_token"'
+    )
+    assert answer.get_data(as_text=True).startswith(
+        "You are not authenticated: the token's audience is not this server's"
+    )
+    assert signon.members.ensured == []
+
+
+def test_a_token_of_someone_in_no_group_is_403(signon: Any, issuer: Any) -> None:
+    answer = ask({"Authorization": f"Bearer {issuer.token({'groups': ['sales']})}"})
+    assert answer.status_code == 403
+    assert "alice is in none of the groups" in answer.get_data(as_text=True)
+
+
+def test_a_browser_without_a_session_is_sent_to_sign_in(signon: Any) -> None:
+    answer = ask({"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}, path="/")
+    assert answer.status_code == 302
+    assert answer.headers["Location"] == "/auth/login?next=%2F"
+
+
+def test_api_calls_without_credentials_get_401_without_a_basic_prompt(signon: Any) -> None:
+    answer = ask({"Accept": "application/json"}, path="/ajax-api/2.0/mlflow/experiments/search")
+    assert answer.status_code == 401
+    assert answer.headers["WWW-Authenticate"] == 'Bearer realm="mlflow"'
+    assert "You are not authenticated." in answer.get_data(as_text=True)
+
+
+def test_a_session_cookie_is_its_user(signon: Any) -> None:
+    from mlflow_stack.sso.identity import Identity
+
+    carol = Identity("carol", frozenset({"ml-admins"}), admin=True)
+    cookie = signon.cookies.session(carol).split(";", 1)[0]
+    answer = ask({"Cookie": cookie})
+    assert answer.username == "carol"
+    assert signon.members.ensured == [carol]
+
+
+def test_no_keys_and_no_provider_is_mlflows_503(signon: Any, issuer: Any) -> None:
+    from mlflow.exceptions import MlflowException
+
+    issuer.down = True
+    with pytest.raises(MlflowException) as raised:
+        ask({"Authorization": f"Bearer {issuer.token()}"})
+    assert raised.value.error_code == "TEMPORARILY_UNAVAILABLE"
+    assert raised.value.get_http_status_code() == 503
+
+
+def test_basic_credentials_still_go_to_mlflows_check(signon: Any, check: SlowCheck) -> None:
+    credentials = base64.b64encode(b"admin:the-password").decode()
+    assert ask({"Authorization": f"Basic {credentials}"}) == "authorized admin"
+    assert check.calls == 1
