@@ -47,6 +47,14 @@ $(STAMP): requirements-dev.txt mlflow-server/requirements.txt requirements-check
 	@if command -v npm >/dev/null; then \
 		npm install --silent --no-audit --no-fund --prefix $(VENV)/node dclint@$(DCLINT_VERSION); \
 	else echo "npm not found: the compose lint test (dclint) will be skipped"; fi
+	@# The SSO tests' OpenID provider (tests/sso/idp.py runs it from here, and runs this same
+	@# `npm ci` itself when the lock changed or this step could not run).
+	@if command -v npm >/dev/null; then \
+		mkdir -p $(VENV)/oidc-provider && \
+		cp tests/sso/provider/package.json tests/sso/provider/package-lock.json $(VENV)/oidc-provider/ && \
+		npm ci --silent --no-audit --no-fund --prefix $(VENV)/oidc-provider && \
+		cp tests/sso/provider/package-lock.json $(VENV)/oidc-provider/node_modules/.mlflow-stack-lock.json; \
+	else echo "npm not found: the SSO tests need Debian's nodejs and npm"; fi
 	touch $@ $(RUNTIME_STAMP)
 
 install: $(STAMP) ## Create .venv with every pinned dependency (the test toolchain too)
