@@ -126,6 +126,9 @@ variables {
   kms_key_arn                = "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000"
   admin_password             = "NotARealAdminPassword0123"
   flask_secret_key           = "NotARealFlaskSecretKey0123456789abcdef"
+  # Empty: no single sign-on. (terraform test 1.11 fails an apply run whose optional
+  # ephemeral variable is left unset: "was not set during the plan phase".)
+  oidc_client_secret = ""
   # Most runs look at the plain-HTTP listener; run refuses_plain_http_unless_allowed shows
   # that without this (and without TLS) the plan fails.
   allow_plain_http = true
@@ -437,6 +440,304 @@ run "settings_can_be_overridden" {
     condition     = strcontains(output.user_data, "MLFLOW_STACK_ALLOWED_HOSTS=mlflow.example.com,")
     error_message = "domain_name must be an allowed host."
   }
+}
+
+# Single sign-on: the OIDC settings reach the env file, the client secret only as the shell
+# variable the boot script fills from the application secret.
+run "single_sign_on_writes_the_oidc_settings_and_never_the_client_secret" {
+  command = apply
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    certificate_arn    = "arn:aws:acm:us-east-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
+    domain_name        = "mlflow.example.com"
+    allow_plain_http   = false
+    oidc_issuer        = "https://login.example.com/realms/ml"
+    oidc_client_id     = "mlflow-server"
+    oidc_client_secret = "NotARealClientSecret0123"
+    oidc_admin_groups  = ["ml-admins", "platform"]
+    oidc_group_permissions = {
+      "ml-team" = "EDIT"
+      analysts  = "READ:NO_PERMISSIONS"
+    }
+  }
+
+  assert {
+    condition = alltrue([for line in [
+      "MLFLOW_STACK_AUTH_MODE=oidc\n",
+      "MLFLOW_STACK_PUBLIC_URL=https://mlflow.example.com\n",
+      "MLFLOW_STACK_OIDC_ISSUER=https://login.example.com/realms/ml\n",
+      "MLFLOW_STACK_OIDC_CLIENT_ID=mlflow-server\n",
+      "MLFLOW_STACK_OIDC_CLIENT_SECRET=$${MLFLOW_STACK_OIDC_CLIENT_SECRET}\n",
+      "MLFLOW_STACK_OIDC_CLIENT_SECRET_FILE=\n",
+      "MLFLOW_STACK_OIDC_ADMIN_GROUPS=ml-admins,platform\n",
+      "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS=analysts=READ:NO_PERMISSIONS,ml-team=EDIT\n",
+      "MLFLOW_STACK_OIDC_SCOPES=openid profile email\n",
+      "MLFLOW_STACK_OIDC_USERNAME_CLAIM=preferred_username\n",
+      "MLFLOW_STACK_OIDC_GROUPS_CLAIM=groups\n",
+      "MLFLOW_STACK_OIDC_AUDIENCE=\n",
+      "MLFLOW_STACK_OIDC_SESSION_TTL=3600\n",
+    ] : strcontains(output.user_data, line)])
+    error_message = "With oidc_issuer the env file must switch to single sign-on: mode, public URL, issuer, client, groups, and the client secret as a shell variable."
+  }
+
+  assert {
+    condition     = strcontains(output.user_data, "MLFLOW_STACK_OIDC_CLIENT_SECRET=$(secret_value \"$app\" MLFLOW_STACK_OIDC_CLIENT_SECRET \"$APP_SECRET_ARN\"")
+    error_message = "prepare must fill MLFLOW_STACK_OIDC_CLIENT_SECRET from the application secret."
+  }
+
+  assert {
+    condition     = !strcontains(output.user_data, "NotARealClientSecret") && !strcontains(aws_launch_template.this.user_data, base64encode("NotARealClientSecret")) && aws_launch_template.this.user_data == base64encode(output.user_data)
+    error_message = "The client secret must never be in the user data of the launch template."
+  }
+
+  assert {
+    condition     = aws_secretsmanager_secret_version.app.secret_string == null && aws_secretsmanager_secret_version.app.secret_string_wo_version == 1
+    error_message = "The client secret must reach the application secret write-only, with the other secrets' version."
+  }
+
+  assert {
+    condition     = output.auth_mode == "oidc" && output.oidc_redirect_uri == "https://mlflow.example.com/auth/callback" && output.oidc_post_logout_redirect_uri == "https://mlflow.example.com/"
+    error_message = "The redirect URIs to register are <tracking_uri>/auth/callback and <tracking_uri>/."
+  }
+}
+
+run "single_sign_on_names_the_load_balancer_without_a_domain_name" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    certificate_arn        = "arn:aws:acm:us-east-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
+    oidc_issuer            = "https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/v2.0"
+    oidc_client_id         = "11111111-1111-1111-1111-111111111111"
+    oidc_client_secret     = "NotA.Real~Entra_Secret-0123"
+    oidc_group_permissions = { "22222222-2222-2222-2222-222222222222" = "EDIT" }
+  }
+
+  assert {
+    condition     = strcontains(output.user_data, "MLFLOW_STACK_PUBLIC_URL=https://test-123456789.us-east-1.elb.amazonaws.com\n") && output.oidc_redirect_uri == "https://test-123456789.us-east-1.elb.amazonaws.com/auth/callback"
+    error_message = "Without domain_name the public URL is the load balancer's https:// name, as tracking_uri."
+  }
+
+  assert {
+    condition     = strcontains(output.user_data, "MLFLOW_STACK_OIDC_ADMIN_GROUPS=\n") && strcontains(output.user_data, "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS=22222222-2222-2222-2222-222222222222=EDIT\n")
+    error_message = "Group object IDs are group names like any other; no admin group leaves the setting empty."
+  }
+}
+
+run "single_sign_on_settings_come_through_settings_too" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    certificate_arn    = "arn:aws:acm:us-east-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
+    domain_name        = "mlflow.example.com"
+    oidc_issuer        = "https://example.okta.com/oauth2/default"
+    oidc_client_id     = "0oa1b2c3d4e5f6g7h8i9"
+    oidc_client_secret = "NotARealOktaSecret0123"
+    settings = {
+      MLFLOW_STACK_OIDC_SCOPES            = "openid profile email groups"
+      MLFLOW_STACK_OIDC_AUDIENCE          = "api://default"
+      MLFLOW_STACK_OIDC_GROUP_PERMISSIONS = "ml-team=EDIT,analysts=READ:NO_PERMISSIONS"
+      MLFLOW_STACK_OIDC_SESSION_TTL       = "600"
+    }
+  }
+
+  assert {
+    condition = alltrue([for line in [
+      "MLFLOW_STACK_OIDC_SCOPES=openid profile email groups\n",
+      "MLFLOW_STACK_OIDC_AUDIENCE=api://default\n",
+      "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS=ml-team=EDIT,analysts=READ:NO_PERMISSIONS\n",
+      "MLFLOW_STACK_OIDC_SESSION_TTL=600\n",
+      "MLFLOW_STACK_AUTH_MODE=oidc\n",
+    ] : strcontains(output.user_data, line)])
+    error_message = "The user-settable single sign-on settings (scopes with spaces, an api:// audience, GROUP=PERMISSION lists) must reach the env file through settings."
+  }
+}
+
+run "basic_auth_leaves_single_sign_on_off" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    certificate_arn = "arn:aws:acm:us-east-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
+    domain_name     = "mlflow.example.com"
+  }
+
+  assert {
+    condition = alltrue([for line in [
+      "MLFLOW_STACK_AUTH_MODE=basic\n",
+      "MLFLOW_STACK_PUBLIC_URL=\n",
+      "MLFLOW_STACK_OIDC_ISSUER=\n",
+      "MLFLOW_STACK_OIDC_CLIENT_ID=\n",
+      "MLFLOW_STACK_OIDC_CLIENT_SECRET=\n",
+      "MLFLOW_STACK_OIDC_CLIENT_SECRET_FILE=\n",
+    ] : strcontains(output.user_data, line)])
+    error_message = "Without oidc_issuer the servers use basic auth and every single sign-on setting Terraform sets is empty."
+  }
+
+  assert {
+    condition     = !strcontains(output.user_data, "MLFLOW_STACK_OIDC_CLIENT_SECRET=$(") && output.auth_mode == "basic"
+    error_message = "In basic mode prepare must not ask the application secret for a client secret (older secrets have none)."
+  }
+}
+
+run "rejects_an_issuer_without_its_client" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    certificate_arn        = "arn:aws:acm:us-east-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
+    oidc_issuer            = "https://login.example.com/realms/ml"
+    oidc_group_permissions = { "ml-team" = "EDIT" }
+  }
+
+  expect_failures = [var.oidc_issuer]
+}
+
+run "rejects_a_client_without_an_issuer" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    certificate_arn    = "arn:aws:acm:us-east-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
+    oidc_client_id     = "mlflow-server"
+    oidc_client_secret = "NotARealClientSecret0123"
+  }
+
+  expect_failures = [var.oidc_issuer]
+}
+
+run "rejects_single_sign_on_over_plain_http" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  # allow_plain_http = true and no certificate (the file's variables)
+  variables {
+    oidc_issuer            = "https://login.example.com/realms/ml"
+    oidc_client_id         = "mlflow-server"
+    oidc_client_secret     = "NotARealClientSecret0123"
+    oidc_group_permissions = { "ml-team" = "EDIT" }
+  }
+
+  expect_failures = [var.oidc_issuer]
+}
+
+run "rejects_an_issuer_that_is_not_https" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    certificate_arn        = "arn:aws:acm:us-east-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
+    oidc_issuer            = "http://login.example.com/realms/ml"
+    oidc_client_id         = "mlflow-server"
+    oidc_client_secret     = "NotARealClientSecret0123"
+    oidc_group_permissions = { "ml-team" = "EDIT" }
+  }
+
+  expect_failures = [var.oidc_issuer]
+}
+
+run "rejects_a_client_secret_the_server_would_refuse" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    certificate_arn        = "arn:aws:acm:us-east-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
+    oidc_issuer            = "https://login.example.com/realms/ml"
+    oidc_client_id         = "mlflow-server"
+    oidc_client_secret     = "Not$Real"
+    oidc_group_permissions = { "ml-team" = "EDIT" }
+  }
+
+  expect_failures = [var.oidc_client_secret]
+}
+
+run "rejects_single_sign_on_without_any_group" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    certificate_arn    = "arn:aws:acm:us-east-1:123456789012:certificate/01234567-89ab-cdef-0123-456789abcdef"
+    oidc_issuer        = "https://login.example.com/realms/ml"
+    oidc_client_id     = "mlflow-server"
+    oidc_client_secret = "NotARealClientSecret0123"
+  }
+
+  expect_failures = [var.oidc_group_permissions]
+}
+
+run "rejects_a_permission_that_is_none" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    oidc_group_permissions = { "ml-team" = "WRITE" }
+  }
+
+  expect_failures = [var.oidc_group_permissions]
+}
+
+run "rejects_a_group_name_with_a_comma" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    oidc_admin_groups = ["ml-admins,everyone"]
+  }
+
+  expect_failures = [var.oidc_admin_groups]
+}
+
+run "rejects_admin_groups_given_twice" {
+  command = plan
+
+  module {
+    source = "./modules/server"
+  }
+
+  variables {
+    oidc_admin_groups = ["ml-admins"]
+    settings          = { MLFLOW_STACK_OIDC_ADMIN_GROUPS = "others" }
+  }
+
+  expect_failures = [var.oidc_admin_groups]
 }
 
 run "a_certificate_of_your_own_serves_https_and_redirects_http" {

@@ -76,6 +76,36 @@ ENVIRONMENT = {
     "MLFLOW_FLASK_SERVER_SECRET_KEY": "${MLFLOW_FLASK_SERVER_SECRET_KEY}",
     "MLFLOW_STACK_AUTH_DEFAULT_PERMISSION": "READ",
     "MLFLOW_STACK_AUTH_CACHE_TTL": "60",
+    # basic auth: what Terraform sets for single sign-on stays empty
+    "MLFLOW_STACK_AUTH_MODE": "basic",
+    "MLFLOW_STACK_PUBLIC_URL": "",
+    "MLFLOW_STACK_OIDC_ISSUER": "",
+    "MLFLOW_STACK_OIDC_CLIENT_ID": "",
+    "MLFLOW_STACK_OIDC_CLIENT_SECRET": "",
+    "MLFLOW_STACK_OIDC_CLIENT_SECRET_FILE": "",
+    "MLFLOW_STACK_OIDC_SCOPES": "openid profile email",
+    "MLFLOW_STACK_OIDC_USERNAME_CLAIM": "preferred_username",
+    "MLFLOW_STACK_OIDC_GROUPS_CLAIM": "groups",
+    "MLFLOW_STACK_OIDC_ADMIN_GROUPS": "",
+    "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS": "",
+    "MLFLOW_STACK_OIDC_AUDIENCE": "",
+    "MLFLOW_STACK_OIDC_SESSION_TTL": "3600",
+}
+
+#: The env file with single sign-on (oidc_issuer set): the client secret, like the other app
+#: secrets, is a shell variable that prepare fills from the app secret.
+ISSUER = "https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/v2.0"
+ENVIRONMENT_OIDC = {
+    **ENVIRONMENT,
+    "MLFLOW_STACK_AUTH_MODE": "oidc",
+    "MLFLOW_STACK_PUBLIC_URL": "https://mlflow.example.com",
+    "MLFLOW_STACK_OIDC_ISSUER": ISSUER,
+    "MLFLOW_STACK_OIDC_CLIENT_ID": "11111111-1111-1111-1111-111111111111",
+    "MLFLOW_STACK_OIDC_CLIENT_SECRET": "${MLFLOW_STACK_OIDC_CLIENT_SECRET}",
+    "MLFLOW_STACK_OIDC_SCOPES": "openid profile email",
+    "MLFLOW_STACK_OIDC_ADMIN_GROUPS": "ml-admins",
+    "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS": "analysts=READ:NO_PERMISSIONS,ml-team=EDIT",
+    "MLFLOW_STACK_OIDC_AUDIENCE": "api://11111111-1111-1111-1111-111111111111",
 }
 
 #: The template's variables: exactly what terraform/modules/server/main.tf passes.
@@ -98,6 +128,12 @@ SECRETS = {
         "MLFLOW_AUTH_ADMIN_PASSWORD": "Admin0Password0From0Secrets0Manager",
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "Flask0Secret0Key0From0Secrets0Manager0",
     },
+}
+#: The app secret of a stack with single sign-on (an Entra ID secret has ~ and .).
+CLIENT_SECRET = "Client0Secret~From.Secrets_Manager-0"
+SECRETS_OIDC = {
+    **SECRETS,
+    APP_SECRET_ARN: {**SECRETS[APP_SECRET_ARN], "MLFLOW_STACK_OIDC_CLIENT_SECRET": CLIENT_SECRET},
 }
 ECR_TOKEN = "ecr-token-from-the-stub"
 UNITS = (
@@ -148,18 +184,25 @@ def render(tmp: Path, variable_sets: list[dict[str, Any]]) -> list[str]:
 class Rendered:
     script: str  # with a snapshot
     without_snapshot: str  # database_snapshot = ""
+    oidc: str  # single sign-on
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
-    with_snapshot, without = render(
-        tmp_path_factory.mktemp("render"), [VARIABLES, {**VARIABLES, "database_snapshot": ""}]
+    with_snapshot, without, oidc = render(
+        tmp_path_factory.mktemp("render"),
+        [
+            VARIABLES,
+            {**VARIABLES, "database_snapshot": ""},
+            {**VARIABLES, "environment": ENVIRONMENT_OIDC},
+        ],
     )
-    return Rendered(with_snapshot, without)
+    return Rendered(with_snapshot, without, oidc)
 
 
 def test_environment_names_every_setting() -> None:
     assert set(ENVIRONMENT) == SERVE_SETTING_NAMES
+    assert set(ENVIRONMENT_OIDC) == SERVE_SETTING_NAMES
 
 
 def test_template_uses_exactly_the_variables_the_module_passes() -> None:
@@ -173,14 +216,24 @@ def test_rendered_script_names_the_snapshot_and_no_secret(rendered: Rendered) ->
     assert f"# Database snapshot taken before this image: {SNAPSHOT}\n" in rendered.script
     assert "# Database snapshot taken before this image: none\n" in rendered.without_snapshot
     assert rendered.script.startswith("#!/bin/bash\n")
-    passwords = [SECRETS[DB_SECRET_ARN]["password"], *SECRETS[APP_SECRET_ARN].values()]
+    passwords = [SECRETS[DB_SECRET_ARN]["password"], *SECRETS_OIDC[APP_SECRET_ARN].values()]
     for password in passwords:
         assert password not in rendered.script
+        assert password not in rendered.oidc
+    # Only with single sign-on does prepare ask the app secret for the client secret.
+    asks = 'MLFLOW_STACK_OIDC_CLIENT_SECRET=$(secret_value "$app" MLFLOW_STACK_OIDC_CLIENT_SECRET'
+    assert asks in rendered.oidc
+    assert asks not in rendered.script
+    assert "MLFLOW_STACK_OIDC_CLIENT_SECRET=${MLFLOW_STACK_OIDC_CLIENT_SECRET}\n" in rendered.oidc
     assert "PUBLIC_HOSTNAME" not in rendered.script and "public-ipv4" not in rendered.script
 
 
 def test_rendered_script_passes_shellcheck(rendered: Rendered, tmp_path: Path) -> None:
-    for name, text in (("snapshot.sh", rendered.script), ("none.sh", rendered.without_snapshot)):
+    for name, text in (
+        ("snapshot.sh", rendered.script),
+        ("none.sh", rendered.without_snapshot),
+        ("oidc.sh", rendered.oidc),
+    ):
         script = tmp_path / name
         script.write_text(text)
         result = shellcheck(script)
@@ -353,8 +406,7 @@ class Box:
             (self.state / f"{tool}.jsonl").unlink(missing_ok=True)
 
 
-@pytest.fixture
-def box(rendered: Rendered, tmp_path: Path) -> Box:
+def make_box(tmp_path: Path, script_text: str, secrets: dict[str, Any]) -> Box:
     jq = find_tool("jq")  # the real one: the script's journal batching is jq
     stubs = write_stubs(
         tmp_path / "bin",
@@ -366,10 +418,23 @@ def box(rendered: Rendered, tmp_path: Path) -> Box:
         (stubs / "jq").symlink_to(jq)
     for directory in ("state", "tmp"):
         (tmp_path / directory).mkdir()
-    (tmp_path / "state" / "secrets.json").write_text(json.dumps(SECRETS))
+    (tmp_path / "state" / "secrets.json").write_text(json.dumps(secrets))
     script = tmp_path / "user_data.sh"
-    script.write_text(rendered.script)
+    script.write_text(script_text)
     return Box(tmp_path, script)
+
+
+@pytest.fixture
+def box(rendered: Rendered, tmp_path: Path) -> Box:
+    """The basic-auth script; its app secret has no client secret (as a stack's written before
+    single sign-on existed)."""
+    return make_box(tmp_path, rendered.script, SECRETS)
+
+
+@pytest.fixture
+def oidc_box(rendered: Rendered, tmp_path: Path) -> Box:
+    """The single sign-on script, with the client secret in the app secret."""
+    return make_box(tmp_path, rendered.oidc, SECRETS_OIDC)
 
 
 # --- units ---
@@ -510,6 +575,59 @@ def test_prepare_writes_the_env_file_from_the_secrets(box: Box) -> None:
     }
     assert docker[1] == {"args": ["pull", "--quiet", IMAGE]}
     assert result.stderr == f"mlflow-stack-boot: wrote {env_file}\n"
+
+
+def test_prepare_in_basic_mode_needs_no_client_secret(box: Box) -> None:
+    values = env_file_values_after_prepare(box)
+    settings = Settings.from_env(values)
+    assert settings.auth_mode == "basic"
+    assert settings.oidc_client_secret == settings.oidc_issuer == settings.public_url == ""
+    assert "MLFLOW_STACK_OIDC_CLIENT_SECRET" not in SECRETS[APP_SECRET_ARN]
+
+
+def env_file_values_after_prepare(box: Box) -> dict[str, str]:
+    result = box.run("prepare")
+    assert result.returncode == 0, result.stderr
+    return env_file_values(box.env_dir / "mlflow.env")
+
+
+def test_prepare_with_single_sign_on_fills_the_client_secret_from_the_app_secret(
+    oidc_box: Box,
+) -> None:
+    env_file = oidc_box.env_dir / "mlflow.env"
+    values = env_file_values_after_prepare(oidc_box)
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert set(values) == SERVE_SETTING_NAMES
+    settings = Settings.from_env(values)  # oidc mode: raises if any SSO setting is missing
+    assert settings.auth_mode == "oidc"
+    assert settings.oidc_client_secret == CLIENT_SECRET
+    assert settings.oidc_client_secret_file == ""
+    assert settings.oidc_issuer == ISSUER
+    assert settings.public_url == "https://mlflow.example.com"
+    assert settings.oidc_scopes == ("openid", "profile", "email")
+    assert settings.oidc_group_permissions == (
+        ("analysts", "READ", "NO_PERMISSIONS"),
+        ("ml-team", "EDIT", "EDIT"),
+    )
+    assert settings.admin_password == SECRETS[APP_SECRET_ARN]["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    read = [c["args"] for c in oidc_box.calls("aws") if c["call"] == "get-secret-value"]
+    assert [args[args.index("--secret-id") + 1] for args in read] == [APP_SECRET_ARN]
+
+
+def test_prepare_with_single_sign_on_says_in_one_line_that_the_client_secret_is_missing(
+    oidc_box: Box,
+) -> None:
+    """Single sign-on turned on without raising secrets_version: the app secret was written
+    before and has no client secret. One line saying how to write it; no env file."""
+    (oidc_box.state / "secrets.json").write_text(json.dumps(SECRETS))
+    result = oidc_box.run("prepare")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f'mlflow-stack-boot: the secret {APP_SECRET_ARN} has no "MLFLOW_STACK_OIDC_CLIENT_SECRET" '
+        "value (single sign-on is on: apply with oidc_client_secret and a raised "
+        "secrets_version to write it); systemd retries in 30 s\n"
+    )
+    assert not (oidc_box.env_dir / "mlflow.env").exists()
 
 
 def test_prepare_says_in_one_line_that_the_image_is_missing(box: Box) -> None:

@@ -53,7 +53,26 @@ locals {
     MLFLOW_STACK_AUTH_DEFAULT_PERMISSION = "READ"
     MLFLOW_STACK_AUTH_CACHE_TTL          = "60"
     MLFLOW_STACK_ARTIFACT_PRESIGNED_URLS = "false"
+    MLFLOW_STACK_OIDC_SCOPES             = "openid profile email"
+    MLFLOW_STACK_OIDC_USERNAME_CLAIM     = "preferred_username"
+    MLFLOW_STACK_OIDC_GROUPS_CLAIM       = "groups"
+    MLFLOW_STACK_OIDC_ADMIN_GROUPS       = ""
+    MLFLOW_STACK_OIDC_GROUP_PERMISSIONS  = ""
+    MLFLOW_STACK_OIDC_AUDIENCE           = ""
+    MLFLOW_STACK_OIDC_SESSION_TTL        = "3600"
   }
+
+  # Single sign-on: on with oidc_issuer (the variables' validations require the client id and
+  # secret with it, and TLS). The groups' variables, when given, are the two settings.
+  oidc = var.oidc_issuer != null
+  group_settings = merge(
+    length(var.oidc_admin_groups) == 0 ? {} : {
+      MLFLOW_STACK_OIDC_ADMIN_GROUPS = join(",", var.oidc_admin_groups)
+    },
+    length(var.oidc_group_permissions) == 0 ? {} : {
+      MLFLOW_STACK_OIDC_GROUP_PERMISSIONS = join(",", [for group, grant in var.oidc_group_permissions : "${group}=${grant}"])
+    },
+  )
 
   # The server's env file: every variable of src/mlflow_stack/settings/contract.py exactly once (a test
   # compares the names). Values written "$${NAME}" are shell variables that the boot script
@@ -61,7 +80,7 @@ locals {
   # (and DB_SECRET_ARN, the database secret the server itself reads whenever it opens a
   # connection),
   # and names read from the instance metadata. They never pass through Terraform.
-  environment = merge(local.setting_defaults, var.settings, {
+  environment = merge(local.setting_defaults, var.settings, local.group_settings, {
     POSTGRES_HOST                = var.database_address
     POSTGRES_PORT                = tostring(var.database_port)
     POSTGRES_USER                = var.database_username
@@ -83,6 +102,14 @@ locals {
     MLFLOW_STACK_TRUSTED_PROXIES   = data.aws_vpc.this.cidr_block
     MLFLOW_AUTH_ADMIN_PASSWORD     = "$${MLFLOW_AUTH_ADMIN_PASSWORD}"
     MLFLOW_FLASK_SERVER_SECRET_KEY = "$${MLFLOW_FLASK_SERVER_SECRET_KEY}"
+    # Single sign-on, or basic auth with these empty. The provider sends people back to
+    # <public URL>/auth/callback; the client secret comes from the app secret at boot.
+    MLFLOW_STACK_AUTH_MODE               = local.oidc ? "oidc" : "basic"
+    MLFLOW_STACK_PUBLIC_URL              = local.oidc ? local.tracking_uri : ""
+    MLFLOW_STACK_OIDC_ISSUER             = local.oidc ? var.oidc_issuer : ""
+    MLFLOW_STACK_OIDC_CLIENT_ID          = local.oidc ? var.oidc_client_id : ""
+    MLFLOW_STACK_OIDC_CLIENT_SECRET      = local.oidc ? "$${MLFLOW_STACK_OIDC_CLIENT_SECRET}" : ""
+    MLFLOW_STACK_OIDC_CLIENT_SECRET_FILE = "" # empty: MLFLOW_STACK_OIDC_CLIENT_SECRET
   })
 
   user_data = templatefile("${path.module}/user_data.sh.tftpl", {
@@ -124,13 +151,14 @@ resource "aws_ecr_repository" "this" {
 }
 
 ################################################################################
-# Application secret: admin password and Flask secret key (generated, write-only)
+# Application secret: admin password and Flask secret key (generated), the OIDC client secret
+# (given); write-only
 ################################################################################
 
 resource "aws_secretsmanager_secret" "app" {
   #checkov:skip=CKV2_AWS_57:The admin password is used only when the admin account is first created and the Flask key is read at start; rotate by raising secrets_version, which also replaces the instance.
   name_prefix             = "${var.name}/mlflow-"
-  description             = "MLflow admin password and Flask secret key of ${var.name}"
+  description             = "MLflow admin password, Flask secret key (and OIDC client secret) of ${var.name}"
   kms_key_id              = var.kms_key_arn
   recovery_window_in_days = var.secret_recovery_window_days
 
@@ -139,11 +167,15 @@ resource "aws_secretsmanager_secret" "app" {
 
 resource "aws_secretsmanager_secret_version" "app" {
   secret_id = aws_secretsmanager_secret.app.id
-  # Keys named after the settings they fill. Write-only: never in the state.
-  secret_string_wo = jsonencode({
-    MLFLOW_AUTH_ADMIN_PASSWORD     = var.admin_password
-    MLFLOW_FLASK_SERVER_SECRET_KEY = var.flask_secret_key
-  })
+  # Keys named after the settings they fill. Write-only: never in the state, and written only
+  # when secrets_version changes (Terraform cannot see a changed value).
+  secret_string_wo = jsonencode(merge(
+    {
+      MLFLOW_AUTH_ADMIN_PASSWORD     = var.admin_password
+      MLFLOW_FLASK_SERVER_SECRET_KEY = var.flask_secret_key
+    },
+    local.oidc ? { MLFLOW_STACK_OIDC_CLIENT_SECRET = var.oidc_client_secret } : {},
+  ))
   secret_string_wo_version = var.secrets_version
 }
 

@@ -3,6 +3,21 @@ output "tracking_uri" {
   value       = local.tracking_uri
 }
 
+output "auth_mode" {
+  description = "MLFLOW_STACK_AUTH_MODE of the servers: oidc (single sign-on, with oidc_issuer) or basic."
+  value       = local.environment["MLFLOW_STACK_AUTH_MODE"]
+}
+
+output "oidc_redirect_uri" {
+  description = "Redirect URI to register at the OpenID provider (<tracking_uri>/auth/callback); null without TLS, where single sign-on cannot run."
+  value       = local.tls ? "${local.tracking_uri}/auth/callback" : null
+}
+
+output "oidc_post_logout_redirect_uri" {
+  description = "Post-logout redirect URI to register at the OpenID provider (<tracking_uri>/); null without TLS."
+  value       = local.tls ? "${local.tracking_uri}/" : null
+}
+
 output "load_balancer_dns_name" {
   description = "DNS name of the load balancer (point domain_name at it unless route53_zone_id does that)."
   value       = aws_lb.this.dns_name
@@ -64,7 +79,7 @@ output "ecr_repository_url" {
 }
 
 output "app_secret_arn" {
-  description = "ARN of the secret holding MLFLOW_AUTH_ADMIN_PASSWORD and MLFLOW_FLASK_SERVER_SECRET_KEY (JSON)."
+  description = "ARN of the secret holding MLFLOW_AUTH_ADMIN_PASSWORD, MLFLOW_FLASK_SERVER_SECRET_KEY and, with single sign-on, MLFLOW_STACK_OIDC_CLIENT_SECRET (JSON)."
   value       = aws_secretsmanager_secret.app.arn
 }
 

@@ -350,8 +350,8 @@ variable "settings" {
   }
 
   validation {
-    condition     = alltrue([for value in values(var.settings) : can(regex("^[A-Za-z0-9._@+,:*-]+$", value))])
-    error_message = "settings values must be non-empty and use only letters, digits and . _ @ + , : * - (they are written into a shell here-document)."
+    condition     = alltrue([for value in values(var.settings) : can(regex("^[A-Za-z0-9._@+,:*/=-]+( [A-Za-z0-9._@+,:*/=-]+)*$", value))])
+    error_message = "settings values must be non-empty and use only letters, digits, . _ @ + , : * / = - and single spaces between words (they are written into a shell here-document)."
   }
 }
 
@@ -380,13 +380,107 @@ variable "flask_secret_key" {
 }
 
 variable "secrets_version" {
-  description = "Increase to write new admin_password and flask_secret_key values into the secret (and roll the servers)."
+  description = "Increase to write new admin_password, flask_secret_key and oidc_client_secret values into the secret (and roll the servers): the secret is write-only, so a changed oidc_client_secret reaches it only with a new version."
   type        = number
   default     = 1
 
   validation {
     condition     = var.secrets_version >= 1 && floor(var.secrets_version) == var.secrets_version
     error_message = "secrets_version must be a whole number, 1 or more."
+  }
+}
+
+################################################################################
+# Single sign-on (MLFLOW_STACK_AUTH_MODE=oidc)
+################################################################################
+
+variable "oidc_issuer" {
+  description = "Issuer URL of the team's OpenID provider, e.g. https://login.microsoftonline.com/<tenant id>/v2.0: single sign-on (MLFLOW_STACK_AUTH_MODE=oidc) with oidc_client_id and oidc_client_secret; null: MLflow's basic auth. Needs TLS (route53_zone_id or certificate_arn)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.oidc_issuer == null || can(regex("^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^?#[:space:]'\"$`\\\\]*)?$", var.oidc_issuer))
+    error_message = "oidc_issuer must be the provider's https:// issuer URL, without query or fragment, such as https://login.microsoftonline.com/<tenant id>/v2.0, https://<org>.okta.com/oauth2/default or https://<keycloak>/realms/<realm>."
+  }
+
+  validation {
+    condition     = (var.oidc_issuer == null) == (var.oidc_client_id == null) && (var.oidc_issuer == null) == (var.oidc_client_secret == null || var.oidc_client_secret == "")
+    error_message = "Single sign-on needs oidc_issuer, oidc_client_id and oidc_client_secret together: set all three (MLFLOW_STACK_AUTH_MODE=oidc) or none (basic auth)."
+  }
+
+  validation {
+    condition     = var.oidc_issuer == null || var.route53_zone_id != null || var.certificate_arn != null
+    error_message = "Single sign-on needs TLS, so not with allow_plain_http = true: its session cookie is Secure, and the provider sends people back to an https:// redirect URI. Set route53_zone_id (with domain_name) or certificate_arn."
+  }
+}
+
+variable "oidc_client_id" {
+  description = "Client id of the server's registration at the OpenID provider (MLFLOW_STACK_OIDC_CLIENT_ID); with oidc_issuer."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.oidc_client_id == null || can(regex("^[^[:space:]'\"$#`\\\\]{1,256}$", var.oidc_client_id))
+    error_message = "oidc_client_id must be 1-256 characters without whitespace, quotes, $, #, ` or \\."
+  }
+}
+
+variable "oidc_client_secret" {
+  description = "Client secret of that registration (ephemeral: it reaches the application secret as MLFLOW_STACK_OIDC_CLIENT_SECRET, never the state); with oidc_issuer. Written only when secrets_version changes. null or empty: none."
+  type        = string
+  default     = null
+  ephemeral   = true
+  sensitive   = true
+
+  validation {
+    condition     = var.oidc_client_secret == null || var.oidc_client_secret == "" || can(regex("^[^[:space:]'\"$#`\\\\]{8,}$", var.oidc_client_secret))
+    error_message = "oidc_client_secret must be at least 8 characters without whitespace, quotes, $, #, ` or \\ (the server refuses others)."
+  }
+}
+
+variable "oidc_admin_groups" {
+  description = "Groups (names or IDs as the provider puts them in the groups claim) whose members are MLflow admins: MLFLOW_STACK_OIDC_ADMIN_GROUPS. Empty: settings may set it instead."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for group in var.oidc_admin_groups : can(regex("^[^[:space:],=:'\"$#`\\\\]{1,256}$", group))])
+    error_message = "Every oidc_admin_groups entry must be a group name or ID of 1-256 characters without whitespace, commas, =, :, quotes, $, #, ` or \\ (e.g. ml-admins, or an Entra ID group's object ID)."
+  }
+
+  validation {
+    condition     = length(var.oidc_admin_groups) == 0 || !contains(keys(var.settings), "MLFLOW_STACK_OIDC_ADMIN_GROUPS")
+    error_message = "Name the admin groups in oidc_admin_groups or in settings.MLFLOW_STACK_OIDC_ADMIN_GROUPS, not both."
+  }
+}
+
+variable "oidc_group_permissions" {
+  description = "Each group's permission on every experiment and registered model: READ, EDIT, MANAGE or NO_PERMISSIONS, or EXPERIMENTS:MODELS, e.g. { \"ml-team\" = \"EDIT\", analysts = \"READ:NO_PERMISSIONS\" } (MLFLOW_STACK_OIDC_GROUP_PERMISSIONS). Someone in none of these groups and none of oidc_admin_groups is refused."
+  type        = map(string)
+  default     = {}
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for group in keys(var.oidc_group_permissions) : can(regex("^[^[:space:],=:'\"$#`\\\\]{1,256}$", group))])
+    error_message = "Every oidc_group_permissions key must be a group name or ID of 1-256 characters without whitespace, commas, =, :, quotes, $, #, ` or \\."
+  }
+
+  validation {
+    condition     = alltrue([for grant in values(var.oidc_group_permissions) : can(regex("^(READ|EDIT|MANAGE|NO_PERMISSIONS)(:(READ|EDIT|MANAGE|NO_PERMISSIONS))?$", grant))])
+    error_message = "Every oidc_group_permissions value must be READ, EDIT, MANAGE or NO_PERMISSIONS, or EXPERIMENTS:MODELS such as READ:NO_PERMISSIONS."
+  }
+
+  validation {
+    condition     = length(var.oidc_group_permissions) == 0 || !contains(keys(var.settings), "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS")
+    error_message = "Give the groups' permissions in oidc_group_permissions or in settings.MLFLOW_STACK_OIDC_GROUP_PERMISSIONS, not both."
+  }
+
+  validation {
+    condition = (var.oidc_issuer == null || length(var.oidc_group_permissions) > 0 || length(var.oidc_admin_groups) > 0
+    || contains(keys(var.settings), "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS") || contains(keys(var.settings), "MLFLOW_STACK_OIDC_ADMIN_GROUPS"))
+    error_message = "With oidc_issuer, name the groups that may sign in: oidc_group_permissions (e.g. { \"ml-team\" = \"EDIT\" }) or oidc_admin_groups. The server refuses everyone in none of them, and does not start without either."
   }
 }
 
