@@ -246,6 +246,11 @@ module "server" {
   kms_key_arn                = aws_kms_key.this.arn
 
   settings                    = var.settings
+  oidc_issuer                 = var.oidc_issuer
+  oidc_client_id              = var.oidc_client_id
+  oidc_client_secret          = var.oidc_client_secret
+  oidc_admin_groups           = var.oidc_admin_groups
+  oidc_group_permissions      = var.oidc_group_permissions
   admin_password              = ephemeral.aws_secretsmanager_random_password.admin.random_password
   flask_secret_key            = ephemeral.aws_secretsmanager_random_password.flask_secret_key.random_password
   secrets_version             = var.secrets_version

@@ -3,13 +3,28 @@ output "tracking_uri" {
   value       = module.server.tracking_uri
 }
 
+output "auth_mode" {
+  description = "How people sign in: oidc (single sign-on with oidc_issuer; scripts send an access token as MLFLOW_TRACKING_TOKEN) or basic (MLflow's users and passwords)."
+  value       = module.server.auth_mode
+}
+
+output "oidc_redirect_uri" {
+  description = "Redirect URI to register for the server at the OpenID provider (<tracking_uri>/auth/callback; docs/sso-providers.md); null without TLS."
+  value       = module.server.oidc_redirect_uri
+}
+
+output "oidc_post_logout_redirect_uri" {
+  description = "Post-logout redirect URI to register at the OpenID provider (<tracking_uri>/); null without TLS."
+  value       = module.server.oidc_post_logout_redirect_uri
+}
+
 output "admin_username" {
   description = "MLFLOW_TRACKING_USERNAME of the admin account."
   value       = module.server.admin_username
 }
 
 output "admin_password_secret_arn" {
-  description = "Secret holding the admin password: aws secretsmanager get-secret-value --secret-id <this> --query SecretString --output text | jq -r .MLFLOW_AUTH_ADMIN_PASSWORD"
+  description = "Secret holding the admin password (and, with single sign-on, the OIDC client secret): aws secretsmanager get-secret-value --secret-id <this> --query SecretString --output text | jq -r .MLFLOW_AUTH_ADMIN_PASSWORD"
   value       = module.server.app_secret_arn
 }
 

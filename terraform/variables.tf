@@ -389,9 +389,52 @@ variable "settings" {
 }
 
 variable "secrets_version" {
-  description = "Increase to generate a new admin password and Flask secret key and roll the servers (the admin password is used only when the admin account is first created)."
+  description = "Increase to generate a new admin password and Flask secret key, write oidc_client_secret, and roll the servers (the admin password is used only when the admin account is first created). Raise it with the apply that first sets oidc_client_secret or changes it: the secret is write-only, so Terraform writes it only then."
   type        = number
   default     = 1
+}
+
+################################################################################
+# Single sign-on (OIDC): the team's OpenID provider instead of MLflow's passwords
+################################################################################
+
+variable "oidc_issuer" {
+  description = "Issuer URL of the team's OpenID provider (https://; e.g. https://login.microsoftonline.com/<tenant id>/v2.0, https://<org>.okta.com/oauth2/default, https://<keycloak>/realms/<realm>): turns on single sign-on (MLFLOW_STACK_AUTH_MODE=oidc) with oidc_client_id and oidc_client_secret. null: MLflow's basic auth. Needs TLS. Registration: docs/sso-providers.md."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.oidc_issuer == null || can(regex("^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^?#[:space:]'\"$`\\\\]*)?$", var.oidc_issuer))
+    error_message = "oidc_issuer must be the provider's https:// issuer URL, without query or fragment, such as https://login.microsoftonline.com/<tenant id>/v2.0, https://<org>.okta.com/oauth2/default or https://<keycloak>/realms/<realm>."
+  }
+}
+
+variable "oidc_client_id" {
+  description = "Client id of the server's registration at the OpenID provider (a web application with the redirect URI of the oidc_redirect_uri output); with oidc_issuer."
+  type        = string
+  default     = null
+}
+
+variable "oidc_client_secret" {
+  description = "Client secret of that registration; with oidc_issuer. Ephemeral: it goes into the application secret (key MLFLOW_STACK_OIDC_CLIENT_SECRET) through a write-only argument, never into the plan or the state, and only in an apply that raises secrets_version. Pass it as TF_VAR_oidc_client_secret."
+  type        = string
+  default     = null
+  ephemeral   = true
+  sensitive   = true
+}
+
+variable "oidc_admin_groups" {
+  description = "Groups whose members are MLflow admins (MLFLOW_STACK_OIDC_ADMIN_GROUPS), as the provider names them in the groups claim (Entra ID: group object IDs), e.g. [\"ml-admins\"]."
+  type        = list(string)
+  default     = []
+  nullable    = false
+}
+
+variable "oidc_group_permissions" {
+  description = "Each group's permission on every experiment and registered model (MLFLOW_STACK_OIDC_GROUP_PERMISSIONS): READ, EDIT, MANAGE, NO_PERMISSIONS, or EXPERIMENTS:MODELS, e.g. { \"ml-team\" = \"EDIT\", analysts = \"READ:NO_PERMISSIONS\" }. With oidc_issuer, this or oidc_admin_groups is required: someone in none of the groups is refused."
+  type        = map(string)
+  default     = {}
+  nullable    = false
 }
 
 ################################################################################

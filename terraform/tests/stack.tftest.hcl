@@ -367,8 +367,15 @@ run "the_root_plans_as_wired_with_its_defaults" {
   }
 
   assert {
-    condition     = !strcontains(module.server.user_data, "AWS_SECRET_ACCESS_KEY") && length(regexall("(?m)^(POSTGRES_PASSWORD|MLFLOW_AUTH_ADMIN_PASSWORD|MLFLOW_FLASK_SERVER_SECRET_KEY)=[^$\n]", module.server.user_data)) == 0
+    condition     = !strcontains(module.server.user_data, "AWS_SECRET_ACCESS_KEY") && length(regexall("(?m)^(POSTGRES_PASSWORD|MLFLOW_AUTH_ADMIN_PASSWORD|MLFLOW_FLASK_SERVER_SECRET_KEY|MLFLOW_STACK_OIDC_CLIENT_SECRET)=[^$\n]", module.server.user_data)) == 0
     error_message = "No password or static key may be in the user data."
+  }
+
+  # Without oidc_issuer: MLflow's basic auth, and the single sign-on settings Terraform sets
+  # stay empty.
+  assert {
+    condition     = output.auth_mode == "basic" && alltrue([for line in ["MLFLOW_STACK_AUTH_MODE=basic\n", "MLFLOW_STACK_PUBLIC_URL=\n", "MLFLOW_STACK_OIDC_ISSUER=\n", "MLFLOW_STACK_OIDC_CLIENT_ID=\n", "MLFLOW_STACK_OIDC_CLIENT_SECRET=\n"] : strcontains(module.server.user_data, line)])
+    error_message = "Basic auth by default, with the single sign-on settings empty."
   }
 }
 
@@ -438,4 +445,51 @@ run "the_service_linked_role_can_be_created" {
     condition     = aws_iam_service_linked_role.autoscaling[0].aws_service_name == "autoscaling.amazonaws.com"
     error_message = "create_autoscaling_service_linked_role must create the role the key policy names."
   }
+}
+
+# Single sign-on through the root's variables: the settings reach the servers' env file, the
+# client secret only as the shell variable the boot script fills from the application secret.
+run "single_sign_on_reaches_the_servers" {
+  command = plan
+
+  variables {
+    oidc_issuer            = "https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/v2.0"
+    oidc_client_id         = "11111111-1111-1111-1111-111111111111"
+    oidc_client_secret     = "NotA.Real~Entra_Secret-0123"
+    oidc_admin_groups      = ["33333333-3333-3333-3333-333333333333"]
+    oidc_group_permissions = { "22222222-2222-2222-2222-222222222222" = "EDIT" }
+    settings               = { MLFLOW_STACK_OIDC_AUDIENCE = "api://11111111-1111-1111-1111-111111111111" }
+  }
+
+  assert {
+    condition = alltrue([for line in [
+      "MLFLOW_STACK_AUTH_MODE=oidc\n",
+      "MLFLOW_STACK_PUBLIC_URL=https://mlflow-123456789.us-east-1.elb.amazonaws.com\n",
+      "MLFLOW_STACK_OIDC_ISSUER=https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/v2.0\n",
+      "MLFLOW_STACK_OIDC_CLIENT_ID=11111111-1111-1111-1111-111111111111\n",
+      "MLFLOW_STACK_OIDC_CLIENT_SECRET=$${MLFLOW_STACK_OIDC_CLIENT_SECRET}\n",
+      "MLFLOW_STACK_OIDC_ADMIN_GROUPS=33333333-3333-3333-3333-333333333333\n",
+      "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS=22222222-2222-2222-2222-222222222222=EDIT\n",
+      "MLFLOW_STACK_OIDC_AUDIENCE=api://11111111-1111-1111-1111-111111111111\n",
+    ] : strcontains(module.server.user_data, line)])
+    error_message = "The root's oidc_* variables must reach the servers' env file."
+  }
+
+  assert {
+    condition     = !strcontains(module.server.user_data, "Entra_Secret") && output.auth_mode == "oidc" && output.oidc_redirect_uri == "https://mlflow-123456789.us-east-1.elb.amazonaws.com/auth/callback"
+    error_message = "The client secret never reaches the user data; the redirect URI to register is <tracking_uri>/auth/callback."
+  }
+}
+
+run "single_sign_on_needs_an_https_issuer" {
+  command = plan
+
+  variables {
+    oidc_issuer            = "login.example.com"
+    oidc_client_id         = "mlflow-server"
+    oidc_client_secret     = "NotARealClientSecret0123"
+    oidc_group_permissions = { "ml-team" = "EDIT" }
+  }
+
+  expect_failures = [var.oidc_issuer]
 }
