@@ -2,7 +2,8 @@
 side and in the background (the apply waits ~2 minutes on provider waiters, so the other
 Terraform tests run meanwhile): the defaults users get (two servers behind the load balancer on
 plain HTTP, detailed monitoring, the database's CA) and the HTTPS variant (TLS in one variable:
-a Route 53 zone, so a DNS-validated certificate, an alias record and the HTTP redirect). Each has
+a Route 53 zone, so a DNS-validated certificate, an alias record and the HTTP redirect; and
+single sign-on, which needs TLS). Each has
 its own moto server (tests/terraform/moto_launcher.py), because moto holds only one
 aws_db_instance per server."""
 
@@ -30,6 +31,10 @@ from tests.terraform.conftest import (
 
 ALLOWED_CIDRS = ["203.0.113.0/24", "2001:db8::/48"]
 DOMAIN = "mlflow.example.com"
+#: Single sign-on of the HTTPS variant (it needs TLS): what the root's oidc_* variables get.
+OIDC_ISSUER = "https://login.example.com/realms/ml"
+OIDC_CLIENT_ID = "mlflow-server"
+OIDC_CLIENT_SECRET = "Oidc0Client0Secret0Given0To0Terraform"
 ZONE = "example.com"
 SERVICES = (
     "acm",
@@ -74,7 +79,7 @@ provider "aws" {{
 class Variant:
     key: str
     name: str
-    tls: bool
+    tls: bool  # and single sign-on, which needs it
     egress: str  # server_egress: how the private servers reach AWS's APIs
 
     def tfvars(self, zone_id: str) -> str:
@@ -93,6 +98,11 @@ server_egress = "{self.egress}"
 """
         if self.tls:
             text += f'route53_zone_id = "{zone_id}"\ndomain_name     = "{DOMAIN}"\n'
+            # Single sign-on: the client secret reaches the app secret, never the state.
+            text += f'oidc_issuer            = "{OIDC_ISSUER}"\n'
+            text += f'oidc_client_id         = "{OIDC_CLIENT_ID}"\n'
+            text += f'oidc_client_secret     = "{OIDC_CLIENT_SECRET}"\n'
+            text += 'oidc_group_permissions = { "ml-team" = "EDIT" }\n'
         else:
             text += "# No TLS: the operator's explicit choice (a VPN-only load balancer).\n"
             text += "allow_plain_http = true\n"

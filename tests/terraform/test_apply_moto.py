@@ -13,7 +13,8 @@ image there, or that real AWS accepts every request the way moto does (moto does
 IAM or KMS key policies, and its instance refresh is our emulator extension:
 tests/terraform/moto_launcher.py).
 
-Two deployments (tests/terraform/emulator.py), the default and the HTTPS variant, are applied
+Two deployments (tests/terraform/emulator.py), the default and the HTTPS variant (with single
+sign-on: the client secret reaches the app secret and the env file, never the state), are applied
 side by side in the background while the other Terraform tests run; these tests then check both,
 upgrade the default one and destroy both, in this order.
 """
@@ -31,7 +32,16 @@ import pytest
 
 from mlflow_stack.settings.contract import SERVE_SETTING_NAMES, Settings
 from tests.terraform.conftest import shellcheck
-from tests.terraform.emulator import ALLOWED_CIDRS, DOMAIN, VARIANTS, Deployment, Emulation
+from tests.terraform.emulator import (
+    ALLOWED_CIDRS,
+    DOMAIN,
+    OIDC_CLIENT_ID,
+    OIDC_CLIENT_SECRET,
+    OIDC_ISSUER,
+    VARIANTS,
+    Deployment,
+    Emulation,
+)
 
 _APPLIED = re.compile(r"Apply complete! Resources: (\d+) added, 0 changed, 0 destroyed\.")
 _ENV_HEREDOC = re.compile(r'^  cat >"\$tmp" <<EOF\n(?P<body>.*?)\nEOF$', re.MULTILINE | re.DOTALL)
@@ -181,7 +191,10 @@ def test_outputs_are_not_empty(deployment: Deployment) -> None:
     balancer = deployment.outputs["load_balancer_dns_name"]
     if deployment.variant.tls:
         assert deployment.outputs["tracking_uri"] == f"https://{DOMAIN}"
+        assert deployment.outputs["auth_mode"] == "oidc"
+        assert deployment.outputs["oidc_redirect_uri"] == f"https://{DOMAIN}/auth/callback"
     else:
+        assert deployment.outputs["auth_mode"] == "basic"
         # The stable address: the load balancer, whatever servers run behind it.
         assert deployment.outputs["tracking_uri"] == f"http://{balancer}"
     assert deployment.outputs["admin_password_secret_arn"].startswith("arn:aws:secretsmanager:")
@@ -357,13 +370,19 @@ def _as_list(value: str | list[str]) -> list[str]:
 def test_passwords_are_generated_and_never_in_the_state(deployment: Deployment) -> None:
     database = deployment.secret(deployment.outputs["database_secret_arn"])
     app = deployment.secret(deployment.outputs["admin_password_secret_arn"])
-    assert set(app) == {"MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"}
+    generated = {"MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"}
+    # With single sign-on (the HTTPS variant) the client secret given to Terraform is there too.
+    client_secret = {"MLFLOW_STACK_OIDC_CLIENT_SECRET"} if deployment.variant.tls else set()
+    assert set(app) == generated | client_secret
     assert database["username"] == "mlflow"
     assert f"{database['host']}:{database['port']}" == deployment.outputs["database_endpoint"]
-    passwords = [database["password"], *app.values()]
+    passwords = [database["password"], *(app[name] for name in sorted(generated))]
     for password in passwords:
         assert re.fullmatch(r"[A-Za-z0-9]{32,}", password)
     assert len(set(passwords)) == 3
+    if client_secret:
+        assert app["MLFLOW_STACK_OIDC_CLIENT_SECRET"] == OIDC_CLIENT_SECRET
+        passwords.append(OIDC_CLIENT_SECRET)
     state = deployment.state_text()
     for password in passwords:
         assert password not in state
@@ -423,6 +442,16 @@ def test_boot_script_prepare_writes_a_valid_env_file(
         names.insert(0, DOMAIN)
     assert settings.allowed_hosts == tuple(names)
     assert settings.trusted_proxies
+    # Single sign-on in the HTTPS variant: the client secret read from the app secret (moto).
+    if deployment.variant.tls:
+        assert settings.auth_mode == "oidc"
+        assert settings.public_url == f"https://{DOMAIN}"
+        assert (settings.oidc_issuer, settings.oidc_client_id) == (OIDC_ISSUER, OIDC_CLIENT_ID)
+        assert settings.oidc_client_secret == OIDC_CLIENT_SECRET
+        assert settings.oidc_group_permissions == (("ml-team", "EDIT", "EDIT"),)
+    else:
+        assert settings.auth_mode == "basic"
+        assert settings.public_url == settings.oidc_client_secret == ""
     logged = boot.calls.read_text()
     assert "docker login --username AWS --password-stdin 123456789012.dkr.ecr." in logged
     assert f"docker pull --quiet {deployment.outputs['image']}" in logged
