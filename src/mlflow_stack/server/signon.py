@@ -98,7 +98,7 @@ class SignOnEndpoints:
         return session
 
     async def _login(self, send: Send, query: dict[str, list[str]]) -> None:
-        metadata = await asyncio.to_thread(self._metadata)
+        metadata = await asyncio.to_thread(self._metadata, True)
         flow = SignIn(
             state=generate_token(32),
             nonce=generate_token(32),
@@ -198,9 +198,10 @@ class SignOnEndpoints:
             ) from None
         return identity
 
-    def _metadata(self) -> Any:
+    def _metadata(self, fresh: bool = False) -> Any:
+        provider = self.signon.provider
         try:
-            return self.signon.provider.metadata()
+            return provider.fresh_metadata() if fresh else provider.metadata()
         except ProviderUnavailableError as error:
             raise _unreachable(self.config.issuer, str(error)) from None
 

@@ -325,7 +325,8 @@ class Settings:
     )
     default_permission: str = _setting(
         "MLFLOW_STACK_AUTH_DEFAULT_PERMISSION",
-        "Permission every user has on resources they did not create.",
+        "Permission every user has on resources they did not create (basic mode; with "
+        "MLFLOW_STACK_AUTH_MODE=oidc the groups' permissions are the only defaults).",
         "auth",
         default="READ",
         parse=checks.choice("READ", "EDIT", "MANAGE", "NO_PERMISSIONS"),
@@ -447,7 +448,7 @@ class Settings:
         "reaches the UI within it (an access token's groups last as long as the token).",
         "sso",
         default="3600",
-        parse=checks.int_between(60, 86400),
+        parse=checks.int_between(5, 86400),
     )
 
     @classmethod

@@ -114,6 +114,15 @@ class Provider:
                 raise
             return self._metadata
 
+    def fresh_metadata(self) -> Metadata:
+        """The metadata read again now: a sign-in asks first, so that a provider that went
+        down is a page of this server's saying so, not the browser's "connection refused"."""
+        url = self.issuer + "/.well-known/openid-configuration"
+        metadata = Metadata.parse(_get_json(self.session, url), self.issuer)
+        with self._lock:
+            self._metadata, self._metadata_failed_at = metadata, None
+        return metadata
+
     def keys(self, kid: str | None = None) -> KeySet:
         """The provider's keys; fetched again when ``kid`` is not among them (rate-limited),
         or when they are older than KEYS_KEPT_FOR. The kept keys when that fails."""

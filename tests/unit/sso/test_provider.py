@@ -74,3 +74,14 @@ def test_a_bad_answer_is_unavailable(issuer: Issuer) -> None:
     provider = Provider(issuer.url + "/nothing")
     with pytest.raises(ProviderUnavailableError, match="answered HTTP 404"):
         provider.metadata()
+
+
+def test_a_sign_in_reads_the_metadata_again_and_sees_the_provider_down(issuer: Issuer) -> None:
+    provider = Provider(issuer.url)
+    kept = provider.metadata()
+    assert provider.fresh_metadata() == kept
+    assert issuer.requests.count("/.well-known/openid-configuration") == 2
+    issuer.down = True
+    with pytest.raises(ProviderUnavailableError, match="answered HTTP 503"):
+        provider.fresh_metadata()
+    assert provider.metadata() == kept  # tokens are still checked with what was read
