@@ -55,12 +55,12 @@ def allowed_hosts(settings: Settings) -> str:
     Passing ``--allowed-hosts`` replaces MLflow's defaults, so they are repeated here; each
     configured name is accepted with or without a port.
     """
-    if "*" in settings.allowed_hosts:
+    if "*" in settings.host_names:
         return "*"
     from mlflow.server.security_utils import get_default_allowed_hosts
 
     patterns = list(get_default_allowed_hosts())
-    for host in settings.allowed_hosts:
+    for host in settings.host_names:
         patterns.append(host)
         if not _HAS_PORT.search(host):
             patterns.append(f"{host}:*")

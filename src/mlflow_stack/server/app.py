@@ -159,5 +159,5 @@ def create_app() -> ASGIApp:
         signon.warm_up()  # the provider's keys, fetched in the background
     app = RequestValidator(app)
     app = HealthCheck(app, backend_store_probe(settings))
-    app = HostCheck(app, HostPolicy(settings.allowed_hosts))
+    app = HostCheck(app, HostPolicy(settings.host_names))
     return RequestMetrics(app, RouteLabels(flask_app.url_map, own_paths=own_paths))

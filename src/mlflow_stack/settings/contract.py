@@ -353,7 +353,8 @@ class Settings:
     public_url: str = _setting(
         "MLFLOW_STACK_PUBLIC_URL",
         "URL people open the server at; the provider sends them back to its /auth/callback. "
-        "With https:// the session cookie is Secure. Required with MLFLOW_STACK_AUTH_MODE=oidc.",
+        "With https:// the session cookie is Secure; its host is answered besides "
+        "MLFLOW_STACK_ALLOWED_HOSTS. Required with MLFLOW_STACK_AUTH_MODE=oidc.",
         "sso",
         default="",
         parse=checks.public_url,
@@ -493,6 +494,17 @@ class Settings:
         host = f"[{self.postgres_host}]" if ":" in self.postgres_host else self.postgres_host
         user = quote(self.postgres_user, safe="")
         return f"postgresql+psycopg2://{user}@{host}:{self.postgres_port}/{database}"
+
+    @property
+    def host_names(self) -> tuple[str, ...]:
+        """The Host names the server answers: MLFLOW_STACK_ALLOWED_HOSTS, and with single
+        sign-on the host of MLFLOW_STACK_PUBLIC_URL, where the provider sends browsers back."""
+        from urllib.parse import urlsplit
+
+        public = urlsplit(self.public_url).hostname if self.auth_mode == "oidc" else None
+        if not public or public in self.allowed_hosts:
+            return self.allowed_hosts
+        return (*self.allowed_hosts, public)
 
     @property
     def artifacts_destination(self) -> str:

@@ -354,3 +354,14 @@ def test_the_client_secret_comes_from_one_place() -> None:
         "MLFLOW_STACK_OIDC_CLIENT_SECRET_FILE": "/run/s",
     }
     assert Settings.from_env({**REQUIRED, **file_only}).oidc_client_secret_file == "/run/s"
+
+
+def test_the_public_urls_host_is_answered_with_single_sign_on() -> None:
+    settings = Settings.from_env({**REQUIRED, **SSO})
+    assert settings.host_names == ("mlflow", "mlflow.example.com")
+    basic = Settings.from_env({**REQUIRED, "MLFLOW_STACK_PUBLIC_URL": "https://x.example.com"})
+    assert basic.host_names == ("mlflow",)
+    listed = Settings.from_env(
+        {**REQUIRED, **SSO, "MLFLOW_STACK_ALLOWED_HOSTS": "mlflow.example.com"}
+    )
+    assert listed.host_names == ("mlflow.example.com",)
