@@ -391,3 +391,62 @@ def test_a_group_removal_reaches_the_ui_within_the_session_ttl(
         sign_in(browser, sso.url + "/", "gina", PASSWORD)
     assert fetch_json(browser, path)["status"] == 403  # the groups of this sign-in: visitors
     assert sso.roles_of("gina") == {"sso:visitors"}
+
+
+# --- the auth database down: answers stay MLflow's JSON ---
+
+
+def test_tokens_during_a_postgres_outage_get_mlflows_json_errors(sso: SignOnStack) -> None:
+    """kill -9 of PostgreSQL while token clients call, among them one whose groups change
+    (its user's roles must be written): every error answer is MLflow's JSON, not HTML."""
+    import contextlib
+    import threading
+
+    experiment_id = sso.admin().create_experiment(f"outage-{uuid.uuid4().hex[:8]}")
+    tokens = {name: sso.token(name) for name in ("ci-bot", "reader-bot")}
+    answers: list[requests.Response] = []
+    stop = threading.Event()
+
+    def client(name: str) -> None:
+        body = {"experiment_ids": [experiment_id], "max_results": 5}
+        while not stop.is_set():
+            with contextlib.suppress(requests.ConnectionError):  # no answer at all
+                answers.append(sso.call(tokens[name], "POST", "/api/2.0/mlflow/runs/search", body))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=client, args=(name,)) for name in tokens for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        postmaster = sso.live.server("postgres")
+        postmaster.kill()
+        sso.idp.set_groups("reader-bot", ["ml-team"])  # a new token: its roles change
+        tokens["reader-bot"] = sso.token("reader-bot")
+        wait_for(
+            lambda: (
+                (server := sso.live.server("postgres")) is not None
+                and server.pid != postmaster.pid
+                and requests.get(sso.url + "/health", timeout=5).status_code == 200
+            ),
+            timeout=60,
+            what="PostgreSQL back and the server healthy",
+        )
+        time.sleep(1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        sso.idp.set_groups("reader-bot", ["analysts"])
+    errors = [a for a in answers if a.status_code != 200]
+    assert len(answers) > 50
+    assert errors, "no request met the outage"  # here: 109 of 307 answers were 503s
+    not_json = [
+        (a.status_code, a.text[:200])
+        for a in errors
+        if "json" not in a.headers.get("content-type", "")
+    ]
+    assert not not_json
+    assert all("error_code" in a.json() for a in errors)
+    assert {a.status_code for a in errors} <= {503}, {a.status_code for a in errors}
+    assert sso.roles_of("reader-bot") == {"sso:ml-team"}  # written once the database was back
