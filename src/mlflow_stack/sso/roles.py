@@ -91,6 +91,7 @@ class Members:
         self.clock = clock
         self._lock = threading.Lock()
         self._synced: dict[str, tuple[frozenset[str], bool, float]] = {}
+        self._locks = tuple(threading.Lock() for _ in range(16))
 
     def ensure(self, identity: Identity) -> None:
         """``identity``'s user exists, is admin as its groups say, and has their roles."""
@@ -109,20 +110,30 @@ class Members:
             self._synced[identity.username] = (identity.groups, identity.admin, self.clock())
 
     def _sync(self, identity: Identity) -> None:
+        with self._locks[hash(identity.username) % len(self._locks)]:  # this worker's threads
+            self._write(identity)
+
+    def _write(self, identity: Identity) -> None:
+        """Other workers and servers may write the same user at the same moment: each write
+        that fails is accepted when what it wanted is there after all."""
         store = self.store_of()
         user = self._user(store, identity)
         if bool(user.is_admin) != identity.admin:
-            log.info(
-                "%s is %s an admin now (groups)",
-                identity.username,
-                "" if identity.admin else "no longer",
-            )
+            state = "an admin now" if identity.admin else "no longer an admin"
+            log.info("%s is %s (groups)", identity.username, state)
             store.update_user(identity.username, is_admin=identity.admin)
-        have = {role.name: role.id for role in store.list_user_roles(user.id)}
+
+        def held() -> dict[str, int]:
+            return {role.name: role.id for role in store.list_user_roles(user.id)}
+
+        have = held()
         wanted = {role_name(group) for group in identity.groups}
         for name, role_id in have.items():
             if name.startswith(PREFIX) and name not in wanted:
-                store.unassign_role_from_user(user.id, role_id)
+                _settle(
+                    lambda role_id=role_id: store.unassign_role_from_user(user.id, role_id),
+                    lambda name=name: name not in held(),
+                )
         for name in wanted - set(have):
             try:
                 role = store.get_role_by_name(WORKSPACE, name)
@@ -130,7 +141,10 @@ class Members:
                 if error.error_code != "RESOURCE_DOES_NOT_EXIST":
                     raise
                 continue  # an admin group without permissions of its own: no role
-            _ignore_existing(lambda role=role: store.assign_role_to_user(user.id, role.id))
+            _settle(
+                lambda role=role: store.assign_role_to_user(user.id, role.id),
+                lambda name=name: name in held(),
+            )
 
     @staticmethod
     def _user(store: Any, identity: Identity) -> Any:
@@ -141,16 +155,20 @@ class Members:
                 raise
         log.info("creating the MLflow user %s at its first sign-in", identity.username)
         # Nobody knows this password: the user signs in through the provider.
-        _ignore_existing(
-            lambda: store.create_user(identity.username, secrets.token_urlsafe(32), identity.admin)
+        _settle(
+            lambda: store.create_user(identity.username, secrets.token_urlsafe(32), identity.admin),
+            lambda: store.has_user(identity.username),
         )
         return store.get_user(identity.username)
 
 
-def _ignore_existing(write: Callable[[], Any]) -> None:
-    """A write that another worker may have made first."""
+def _settle(write: Callable[[], Any], done: Callable[[], bool]) -> None:
+    """``write``, whose failure is accepted when ``done()`` says another writer got there
+    first (MLflow answers such a race with RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST
+    or, for two inserts at once, the unique violation it does not map); an outage of the
+    database is raised as it is."""
     try:
         write()
     except MlflowException as error:
-        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+        if error.error_code == "TEMPORARILY_UNAVAILABLE" or not done():
             raise

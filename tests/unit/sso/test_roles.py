@@ -124,3 +124,42 @@ def test_an_admin_group_without_permissions_of_its_own_needs_no_role(
     roles.Members(lambda: store).ensure(Identity("root", frozenset({"ml-admins"}), admin=True))
     assert store.get_user("root").is_admin
     assert user_roles(store, "root") == set()
+
+
+class Racing:
+    """The store, where another worker makes the same write just before each of ours."""
+
+    def __init__(self, store: SqlAlchemyStore, other: roles.Members, identity: Identity) -> None:
+        self.store, self.other, self.identity, self.raced = store, other, identity, []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.store, name)
+        if name not in {"create_user", "assign_role_to_user", "unassign_role_from_user"}:
+            return method
+
+        def raced(*args: Any, **kwargs: Any) -> Any:
+            self.raced.append(name)
+            self.other.ensure(self.identity)  # the other worker first
+            return method(*args, **kwargs)  # then ours, which MLflow refuses
+
+        return raced
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (None, frozenset({"ml-team"})),  # both create the user and assign the role
+        (frozenset({"ml-team"}), frozenset({"analysts"})),  # both swap the roles
+    ],
+)
+def test_two_workers_writing_the_same_user_at_once_both_succeed(
+    store: SqlAlchemyStore, before: frozenset[str] | None, after: frozenset[str]
+) -> None:
+    roles.ensure_roles(store, GRANTS)
+    if before is not None:
+        roles.Members(lambda: store).ensure(Identity("alice", before, admin=False))
+    identity = Identity("alice", after, admin=False)
+    racing = Racing(store, roles.Members(lambda: store), identity)
+    roles.Members(lambda: racing).ensure(identity)  # no error although every write raced
+    assert racing.raced
+    assert user_roles(store, "alice") == {roles.role_name(group) for group in after}
