@@ -458,7 +458,7 @@ run "single_sign_on_reaches_the_servers" {
     oidc_client_secret     = "NotA.Real~Entra_Secret-0123"
     oidc_admin_groups      = ["33333333-3333-3333-3333-333333333333"]
     oidc_group_permissions = { "22222222-2222-2222-2222-222222222222" = "EDIT" }
-    settings               = { MLFLOW_STACK_OIDC_AUDIENCE = "api://11111111-1111-1111-1111-111111111111" }
+    settings               = { MLFLOW_STACK_OIDC_SESSION_TTL = "900" }
   }
 
   assert {
@@ -470,7 +470,8 @@ run "single_sign_on_reaches_the_servers" {
       "MLFLOW_STACK_OIDC_CLIENT_SECRET=$${MLFLOW_STACK_OIDC_CLIENT_SECRET}\n",
       "MLFLOW_STACK_OIDC_ADMIN_GROUPS=33333333-3333-3333-3333-333333333333\n",
       "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS=22222222-2222-2222-2222-222222222222=EDIT\n",
-      "MLFLOW_STACK_OIDC_AUDIENCE=api://11111111-1111-1111-1111-111111111111\n",
+      "MLFLOW_STACK_OIDC_SESSION_TTL=900\n",
+      "MLFLOW_STACK_OIDC_AUDIENCE=\n",
     ] : strcontains(module.server.user_data, line)])
     error_message = "The root's oidc_* variables must reach the servers' env file."
   }
