@@ -247,7 +247,9 @@ from tests.terraform.fixtures import (  # noqa: E402,F401 - registered here for 
 TERRAFORM_TESTS = REPO / "tests" / "terraform"
 COMPOSE_TESTS = REPO / "tests" / "compose"
 #: Folders whose tests start servers or run long: they go out before the fast ones.
-HEAVY_TESTS = tuple(REPO / "tests" / name for name in ("benchmark", "integration", "examples", "sso"))
+HEAVY_TESTS = tuple(
+    REPO / "tests" / name for name in ("benchmark", "integration", "examples", "sso")
+)
 EMULATOR_TESTS = "test_apply_moto.py"
 DESTROY_TEST = "test_destroy_leaves_nothing"
 PROVISIONING: list[Provisioning] = []

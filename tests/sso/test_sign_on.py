@@ -439,5 +439,7 @@ def test_tokens_during_a_postgres_outage_get_mlflows_json_errors(sso: SignOnStac
     ]
     assert not not_json
     assert all("error_code" in a.json() for a in errors)
-    assert {a.status_code for a in errors} <= {503}, [(a.status_code, a.text[:300]) for a in errors if a.status_code != 503]
+    assert {a.status_code for a in errors} <= {503}, [
+        (a.status_code, a.text[:300]) for a in errors if a.status_code != 503
+    ]
     assert sso.roles_of("reader-bot") == {"sso:ml-team"}  # written once the database was back

@@ -264,6 +264,16 @@ def claim(value: str) -> str:
     return value
 
 
+def claims(value: str) -> tuple[str, ...]:
+    """comma-separated claim names"""
+    items = tuple(item.strip() for item in value.split(",") if item.strip())
+    if not items:
+        raise ValueError("must name at least one claim")
+    for item in items:
+        claim(item)
+    return items
+
+
 def scopes(value: str) -> tuple[str, ...]:
     """space-separated OAuth scopes, openid among them"""
     items = tuple(value.split())

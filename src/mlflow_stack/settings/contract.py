@@ -358,7 +358,9 @@ class Settings:
         "sso",
         default="",
         parse=checks.public_url,
-        fixed_by={"ec2": "https:// and the domain name (or the load balancer's name)"},
+        fixed_by={
+            "ec2": "https:// and the domain name (or the load balancer's name); empty in basic mode"
+        },
     )
     oidc_issuer: str = _setting(
         "MLFLOW_STACK_OIDC_ISSUER",
@@ -367,7 +369,7 @@ class Settings:
         "sso",
         default="",
         parse=checks.issuer_url,
-        fixed_by={"ec2": "Terraform's `oidc_issuer`"},
+        fixed_by={"ec2": "Terraform's `oidc_issuer` (empty: basic mode)"},
     )
     oidc_client_id: str = _setting(
         "MLFLOW_STACK_OIDC_CLIENT_ID",
@@ -376,7 +378,7 @@ class Settings:
         "sso",
         default="",
         parse=checks.client_id,
-        fixed_by={"ec2": "Terraform's `oidc_client_id`"},
+        fixed_by={"ec2": "Terraform's `oidc_client_id` (empty in basic mode)"},
     )
     oidc_client_secret: str = _setting(
         "MLFLOW_STACK_OIDC_CLIENT_SECRET",
@@ -404,19 +406,23 @@ class Settings:
         default="openid profile email",
         parse=checks.scopes,
     )
-    oidc_username_claim: str = _setting(
+    oidc_username_claim: tuple[str, ...] = _setting(
         "MLFLOW_STACK_OIDC_USERNAME_CLAIM",
-        "Claim of the ID token and of access tokens that names the MLflow user.",
+        "Claims of ID tokens and access tokens that name the MLflow user, comma-separated: the "
+        "first one a token carries wins (e.g. `preferred_username,azp` also names Entra ID's "
+        "app-only tokens by their client id).",
         "sso",
         default="preferred_username",
-        parse=checks.claim,
+        parse=checks.claims,
     )
-    oidc_groups_claim: str = _setting(
+    oidc_groups_claim: tuple[str, ...] = _setting(
         "MLFLOW_STACK_OIDC_GROUPS_CLAIM",
-        "Claim that lists the user's groups (a list of names, or one name).",
+        "Claims that list the user's groups (each a list of names, or one name), "
+        "comma-separated: their names together count (e.g. `groups,roles` for Entra ID's app "
+        "roles).",
         "sso",
         default="groups",
-        parse=checks.claim,
+        parse=checks.claims,
     )
     oidc_admin_groups: tuple[str, ...] = _setting(
         "MLFLOW_STACK_OIDC_ADMIN_GROUPS",

@@ -29,8 +29,8 @@ class SignOnConfig:
     client_secret: str
     public_url: str
     scopes: tuple[str, ...]
-    username_claim: str
-    groups_claim: str
+    username_claims: tuple[str, ...]  # the first a token carries names the user
+    groups_claims: tuple[str, ...]  # their groups together
     admin_groups: frozenset[str]
     grants: tuple[GroupGrant, ...]
     audience: str
@@ -46,8 +46,8 @@ class SignOnConfig:
             client_secret=client_secret(settings),
             public_url=settings.public_url,
             scopes=settings.oidc_scopes,
-            username_claim=settings.oidc_username_claim,
-            groups_claim=settings.oidc_groups_claim,
+            username_claims=settings.oidc_username_claim,
+            groups_claims=settings.oidc_groups_claim,
             admin_groups=frozenset(settings.oidc_admin_groups),
             grants=tuple(GroupGrant(*entry) for entry in settings.oidc_group_permissions),
             audience=settings.oidc_audience or settings.oidc_client_id,

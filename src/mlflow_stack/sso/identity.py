@@ -28,32 +28,37 @@ class Identity:
     admin: bool
 
 
-def groups_of(claims: Mapping[str, Any], claim: str) -> frozenset[str]:
-    value = claims.get(claim)
-    if isinstance(value, str):
-        return frozenset({value})
-    if isinstance(value, list):
-        return frozenset(item for item in value if isinstance(item, str))
-    return frozenset()
+def groups_of(claims: Mapping[str, Any], names: tuple[str, ...]) -> frozenset[str]:
+    """The group names of the claims ``names`` together (each a list of names, or one)."""
+    found: set[str] = set()
+    for name in names:
+        value = claims.get(name)
+        if isinstance(value, str):
+            found.add(value)
+        elif isinstance(value, list):
+            found.update(item for item in value if isinstance(item, str))
+    return frozenset(found)
 
 
 def identity_of(claims: Mapping[str, Any], config: SignOnConfig) -> Identity:
     """The identity in ``claims``; NotAllowedError when it lacks a usable username, takes the
     break-glass admin's name, or is in none of the configured groups."""
-    username = claims.get(config.username_claim)
-    if not isinstance(username, str) or not username:
+    named = [(c, claims[c]) for c in config.username_claims if isinstance(claims.get(c), str)]
+    named = [(c, value) for c, value in named if value]
+    if not named:
         raise NotAllowedError(
-            f"the token has no {config.username_claim} claim to name the MLflow user "
-            "(MLFLOW_STACK_OIDC_USERNAME_CLAIM)"
+            f"the token has no {' or '.join(config.username_claims)} claim to name the MLflow "
+            "user (MLFLOW_STACK_OIDC_USERNAME_CLAIM)"
         )
+    claim, username = named[0]
     if not _USERNAME.match(username):
-        raise NotAllowedError(f"the {config.username_claim} {username!r} is not a usable username")
+        raise NotAllowedError(f"the {claim} {username!r} is not a usable username")
     if username == config.admin_username:
         raise NotAllowedError(
             f"{username!r} is the server's own admin account (MLFLOW_AUTH_ADMIN_USERNAME), "
             "which signs in with its password only"
         )
-    groups = groups_of(claims, config.groups_claim) & config.groups
+    groups = groups_of(claims, config.groups_claims) & config.groups
     if not groups:
         raise NotAllowedError(
             f"{username} is in none of the groups that may use this server "

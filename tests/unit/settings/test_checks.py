@@ -302,6 +302,7 @@ def test_the_module_checks_are_all_found() -> None:
         "names",
         "client_id",
         "claim",
+        "claims",
         "scopes",
         "group_permissions",
     }
@@ -383,3 +384,11 @@ def test_names_and_claims() -> None:
     assert checks.client_id("0oa1b2c3") == "0oa1b2c3"
     with pytest.raises(ValueError, match="client id"):
         checks.client_id("a b")
+
+
+def test_claims_are_a_comma_separated_list() -> None:
+    assert checks.claims("preferred_username, azp") == ("preferred_username", "azp")
+    with pytest.raises(ValueError, match="at least one claim"):
+        checks.claims(" , ")
+    with pytest.raises(ValueError, match="claim name"):
+        checks.claims("groups,two words")

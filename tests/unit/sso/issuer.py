@@ -56,8 +56,8 @@ def config(issuer: str, **changes: Any) -> SignOnConfig:
         "client_secret": "a-client-secret",
         "public_url": "https://mlflow.example.com",
         "scopes": ("openid", "profile", "email"),
-        "username_claim": "preferred_username",
-        "groups_claim": "groups",
+        "username_claims": ("preferred_username",),
+        "groups_claims": ("groups",),
         "admin_groups": frozenset({"ml-admins"}),
         "grants": (
             GroupGrant("ml-team", "EDIT", "EDIT"),
