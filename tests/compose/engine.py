@@ -294,6 +294,11 @@ def run(command: Sequence[str], timeout: float) -> None:
         raise EngineError(f"{' '.join(command)} failed:\n{output}")
 
 
+#: apt-get waits for the package database while another install holds it: the compose tests
+#: install docker.io and the SSO tests chromium, on a fresh machine at the same time.
+WAIT_FOR_DPKG = ("-o", "DPkg::Lock::Timeout=900")
+
+
 def install_packages() -> None:
     """docker.io (dockerd and runc) and debootstrap, from Debian's packages, when missing."""
     missing = [name for name in ("dockerd", "debootstrap", "docker") if not shutil.which(name)]
@@ -305,7 +310,16 @@ def install_packages() -> None:
             "debootstrap (the compose tests start a private dockerd, which needs root)"
         )
     apt = tool("apt-get")
-    command = [apt, "install", "-y", "-q", "--no-install-recommends", "docker.io", "debootstrap"]
+    command = [
+        apt,
+        *WAIT_FOR_DPKG,
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "docker.io",
+        "debootstrap",
+    ]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 
     def install() -> subprocess.CompletedProcess[str]:
@@ -315,7 +329,7 @@ def install_packages() -> None:
 
     done = install()
     if done.returncode != 0:  # stale package lists: refresh once
-        run([apt, "update", "-q"], 600)
+        run([apt, *WAIT_FOR_DPKG, "update", "-q"], 600)
         done = install()
     if done.returncode != 0:
         raise EngineError(f"apt-get install docker.io debootstrap failed:\n{done.stderr[-3000:]}")

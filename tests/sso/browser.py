@@ -45,6 +45,11 @@ class SignInRefused(AssertionError):  # noqa: N818 - it reads as what happened
     is left on that page."""
 
 
+#: apt-get waits for the package database while another install holds it: the compose tests
+#: install docker.io and the SSO tests chromium, on a fresh machine at the same time.
+WAIT_FOR_DPKG = ("-o", "DPkg::Lock::Timeout=900")
+
+
 def install_chromium() -> None:
     """Debian's chromium and chromium-driver, when either binary is missing (as root)."""
     if CHROMIUM.exists() and CHROMEDRIVER.exists():
@@ -57,7 +62,7 @@ def install_chromium() -> None:
     apt = shutil.which("apt-get")
     if apt is None:
         raise BrowserError("apt-get not found: install Debian's chromium and chromium-driver")
-    command = [apt, "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
+    command = [apt, *WAIT_FOR_DPKG, "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 
     def install() -> subprocess.CompletedProcess[str]:
@@ -69,7 +74,11 @@ def install_chromium() -> None:
     done = install()
     if done.returncode != 0:  # stale package lists: refresh once
         subprocess.run(
-            [apt, "update", "-q"], env=env, capture_output=True, timeout=600, check=False
+            [apt, *WAIT_FOR_DPKG, "update", "-q"],
+            env=env,
+            capture_output=True,
+            timeout=600,
+            check=False,
         )
         done = install()
     if done.returncode != 0 or not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
