@@ -8,11 +8,15 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mlflow_stack.cli.base import DATA_DIR_OPTION, Context, log
 from mlflow_stack.errors import StackError
+
+if TYPE_CHECKING:
+    from mlflow_stack.settings.contract import Settings
 
 #: The default of ``up --s3-memory-limit``: native/s3.py's S3_MEMORY_LIMIT, written out so that
 #: the CLI starts without importing the native runtime (a unit test keeps the two equal).
@@ -110,17 +114,35 @@ def up(
         click.echo(f"mlflow-stack is up in {time.monotonic() - began:.1f} s.", err=True)
     else:
         click.echo("mlflow-stack is already running.", err=True)
-    user, env_file, run = settings.admin_username, obj.env_file, _command_prefix()
+    click.echo(how_to_connect(settings, obj.env_file, data_dir, _command_prefix()))
+
+
+def how_to_connect(settings: Settings, env_file: Path, data_dir: Path, run: str) -> str:
+    """What `up` prints: the tracking URI, how to sign in, and a client's variables."""
+    user = settings.admin_username
     password = f"$(sed -n 's/^MLFLOW_AUTH_ADMIN_PASSWORD=//p' {env_file})"
-    click.echo(
-        f"""
-Tracking URI:  {settings.tracking_uri}
-Browser:       open it and log in as {user!r} with MLFLOW_AUTH_ADMIN_PASSWORD from {env_file}
-Connect a client:
-  export MLFLOW_TRACKING_URI={settings.tracking_uri}
-  export MLFLOW_TRACKING_USERNAME={user}
-  export MLFLOW_TRACKING_PASSWORD="{password}"
-Data: {data_dir}/   Status: {run} status   Logs: {run} logs   Stop: {run} down"""
+    if settings.auth_mode == "oidc":
+        audience = settings.oidc_audience or settings.oidc_client_id
+        login = (
+            f"Browser:       open {settings.public_url} and sign in at {settings.oidc_issuer}\n"
+            f"               (the admin {user!r} signs in with MLFLOW_AUTH_ADMIN_PASSWORD from "
+            f"{env_file})\n"
+            "Connect a client:\n"
+            f"  export MLFLOW_TRACKING_URI={settings.tracking_uri}\n"
+            f"  export MLFLOW_TRACKING_TOKEN=<an access token of the provider for {audience!r}>"
+        )
+    else:
+        login = (
+            f"Browser:       open it and log in as {user!r} with MLFLOW_AUTH_ADMIN_PASSWORD "
+            f"from {env_file}\n"
+            "Connect a client:\n"
+            f"  export MLFLOW_TRACKING_URI={settings.tracking_uri}\n"
+            f"  export MLFLOW_TRACKING_USERNAME={user}\n"
+            f'  export MLFLOW_TRACKING_PASSWORD="{password}"'
+        )
+    return (
+        f"\nTracking URI:  {settings.tracking_uri}\n{login}\n"
+        f"Data: {data_dir}/   Status: {run} status   Logs: {run} logs   Stop: {run} down"
     )
 
 
