@@ -36,6 +36,15 @@ WITH_S3 = {
     "MLFLOW_STACK_S3_SECRET_KEY": "s3-secret-key-123456",
     "MLFLOW_STACK_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
 }
+#: What single sign-on needs on top of REQUIRED (MLFLOW_STACK_AUTH_MODE=oidc).
+SSO = {
+    "MLFLOW_STACK_AUTH_MODE": "oidc",
+    "MLFLOW_STACK_PUBLIC_URL": "https://mlflow.example.com",
+    "MLFLOW_STACK_OIDC_ISSUER": "https://idp.example.com",
+    "MLFLOW_STACK_OIDC_CLIENT_ID": "mlflow",
+    "MLFLOW_STACK_OIDC_CLIENT_SECRET": "a-client-secret",
+    "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS": "ml-team=EDIT",
+}
 
 
 def make_settings(**overrides: str) -> Settings:

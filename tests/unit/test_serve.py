@@ -20,7 +20,7 @@ from mlflow_stack.serve import (
     write_auth_config,
 )
 from mlflow_stack.settings.contract import Settings
-from tests.conftest import make_settings
+from tests.conftest import SSO, make_settings
 
 
 def settings(**overrides: str) -> Settings:
@@ -302,16 +302,8 @@ def test_the_stores_keep_their_connections_within_the_old_ceiling(tmp_path: Path
 def test_with_single_sign_on_the_groups_are_the_only_default(tmp_path: Path) -> None:
     import configparser
 
-    sso = {
-        "MLFLOW_STACK_AUTH_MODE": "oidc",
-        "MLFLOW_STACK_PUBLIC_URL": "https://mlflow.example.com",
-        "MLFLOW_STACK_OIDC_ISSUER": "https://idp.example.com",
-        "MLFLOW_STACK_OIDC_CLIENT_ID": "mlflow",
-        "MLFLOW_STACK_OIDC_CLIENT_SECRET": "a-client-secret",
-        "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS": "ml-team=EDIT",
-    }
     parser = configparser.ConfigParser()
-    parser.read(write_auth_config(settings(**sso), tmp_path))
+    parser.read(write_auth_config(settings(**SSO), tmp_path))
     assert parser["mlflow"]["default_permission"] == "NO_PERMISSIONS"
     assert parser["mlflow"]["authorization_function"] == (
         "mlflow_stack.server.login:authenticate_request"

@@ -156,16 +156,9 @@ def test_up_says_how_to_log_in_with_a_password_in_basic_mode(tmp_path: Path) -> 
 
 def test_up_says_how_to_sign_in_and_use_a_token_with_single_sign_on(tmp_path: Path) -> None:
     from mlflow_stack.cli.native import how_to_connect
-    from tests.conftest import make_settings
+    from tests.conftest import SSO, make_settings
 
-    settings = make_settings(
-        MLFLOW_STACK_AUTH_MODE="oidc",
-        MLFLOW_STACK_PUBLIC_URL="https://mlflow.example.com",
-        MLFLOW_STACK_OIDC_ISSUER="https://idp.example.com",
-        MLFLOW_STACK_OIDC_CLIENT_ID="mlflow",
-        MLFLOW_STACK_OIDC_CLIENT_SECRET="a-client-secret",
-        MLFLOW_STACK_OIDC_GROUP_PERMISSIONS="ml-team=EDIT",
-    )
+    settings = make_settings(**SSO)
     text = how_to_connect(settings, tmp_path / ".env", tmp_path / "data", "make")
     assert "open https://mlflow.example.com and sign in at https://idp.example.com" in text
     assert "export MLFLOW_TRACKING_TOKEN=<an access token of the provider for 'mlflow'>" in text

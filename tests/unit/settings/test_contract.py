@@ -14,7 +14,7 @@ from mlflow_stack.settings.contract import (
     setting,
     unknown_names,
 )
-from tests.conftest import REQUIRED
+from tests.conftest import REQUIRED, SSO
 
 SECRETS = REQUIRED
 
@@ -288,16 +288,6 @@ def test_value_from_leaves_an_empty_default_empty_as_from_env_does() -> None:
     endpoint = setting("MLFLOW_STACK_S3_ENDPOINT_URL")
     assert endpoint.value_from({}) == ""
     assert Settings.from_env(REQUIRED).s3_endpoint_url == ""
-
-
-SSO = {
-    "MLFLOW_STACK_AUTH_MODE": "oidc",
-    "MLFLOW_STACK_PUBLIC_URL": "https://mlflow.example.com",
-    "MLFLOW_STACK_OIDC_ISSUER": "https://idp.example.com",
-    "MLFLOW_STACK_OIDC_CLIENT_ID": "mlflow",
-    "MLFLOW_STACK_OIDC_CLIENT_SECRET": "a-client-secret",
-    "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS": "ml-team=EDIT",
-}
 
 
 def test_single_sign_on_is_off_by_default_and_needs_nothing() -> None:

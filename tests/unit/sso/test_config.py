@@ -10,13 +10,10 @@ from mlflow_stack.errors import ConfigError
 from mlflow_stack.settings.contract import Settings
 from mlflow_stack.sso.config import GroupGrant, SignOnConfig
 from tests.conftest import REQUIRED
+from tests.conftest import SSO as SSO_REQUIRED
 
 SSO = {
-    "MLFLOW_STACK_AUTH_MODE": "oidc",
-    "MLFLOW_STACK_PUBLIC_URL": "https://mlflow.example.com",
-    "MLFLOW_STACK_OIDC_ISSUER": "https://idp.example.com",
-    "MLFLOW_STACK_OIDC_CLIENT_ID": "mlflow",
-    "MLFLOW_STACK_OIDC_CLIENT_SECRET": "a-client-secret",
+    **SSO_REQUIRED,
     "MLFLOW_STACK_OIDC_ADMIN_GROUPS": "ml-admins",
     "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS": "ml-team=EDIT,analysts=READ:NO_PERMISSIONS",
 }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 
@@ -11,7 +10,7 @@ from mlflow_stack.sso import runtime
 from mlflow_stack.sso.identity import Identity, NotAllowedError
 from mlflow_stack.sso.runtime import SignOn
 from mlflow_stack.sso.tokens import TokenRefusedError
-from tests.conftest import REQUIRED
+from tests.conftest import REQUIRED, SSO
 from tests.unit.sso.issuer import Issuer, config
 
 
@@ -67,15 +66,6 @@ def test_installed_in_oidc_mode_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "_INSTALLED", {})
     assert runtime.install(Settings.from_env(REQUIRED)) is None
     assert runtime.current() is None
-    sso: dict[str, Any] = {
-        **REQUIRED,
-        "MLFLOW_STACK_AUTH_MODE": "oidc",
-        "MLFLOW_STACK_PUBLIC_URL": "https://mlflow.example.com",
-        "MLFLOW_STACK_OIDC_ISSUER": "https://idp.example.com",
-        "MLFLOW_STACK_OIDC_CLIENT_ID": "mlflow",
-        "MLFLOW_STACK_OIDC_CLIENT_SECRET": "a-client-secret",
-        "MLFLOW_STACK_OIDC_GROUP_PERMISSIONS": "ml-team=EDIT",
-    }
-    installed = runtime.install(Settings.from_env(sso))
+    installed = runtime.install(Settings.from_env({**REQUIRED, **SSO}))
     assert installed is not None and runtime.current() is installed
     assert installed.config.issuer == "https://idp.example.com"
