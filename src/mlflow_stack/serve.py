@@ -225,10 +225,10 @@ def bootstrap_admin(settings: Settings) -> None:
     get_flask_server_secret_key()
     bootstrap_admin_user()
     if settings.auth_mode == "oidc":
-        from mlflow_stack.sso.config import GroupGrant
+        from mlflow_stack.sso.config import grants_of
         from mlflow_stack.sso.roles import ensure_roles
 
-        ensure_roles(store, [GroupGrant(*grant) for grant in settings.oidc_group_permissions])
+        ensure_roles(store, grants_of(settings))
 
 
 def serve(settings: Settings, environ: Mapping[str, str]) -> NoReturn:

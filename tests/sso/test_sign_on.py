@@ -27,6 +27,7 @@ from tests.conftest import LiveStack
 from tests.sso.browser import SignInRefused, sign_in, sign_out
 from tests.sso.idp import Provider, Service, User
 from tests.unit.native.helpers import wait_until
+from tests.unit.sso.issuer import b64, claims_of
 
 SESSION_TTL = 8  # seconds: the bound on a group change in the UI, short for the test
 PASSWORD = "correct horse battery"
@@ -294,15 +295,6 @@ def test_a_token_is_refused_on_an_experiment_its_group_may_not_read(sso: SignOnS
     assert read.returncode != 0
     assert "403" in read.stderr and "Permission denied" in read.stderr, read.stderr[-2000:]
     assert sso.admin().get_experiment(experiment_id).lifecycle_stage == "active"
-
-
-def b64(data: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 @pytest.mark.parametrize("case", ["expired", "forged", "wrong-audience", "alg-none", "garbage"])

@@ -49,7 +49,7 @@ class SignOnConfig:
             username_claims=settings.oidc_username_claim,
             groups_claims=settings.oidc_groups_claim,
             admin_groups=frozenset(settings.oidc_admin_groups),
-            grants=tuple(GroupGrant(*entry) for entry in settings.oidc_group_permissions),
+            grants=grants_of(settings),
             audience=settings.oidc_audience or settings.oidc_client_id,
             session_ttl=settings.oidc_session_ttl,
             secret_key=settings.flask_secret_key,
@@ -69,6 +69,11 @@ class SignOnConfig:
     def groups(self) -> frozenset[str]:
         """Groups whose members may use the server at all."""
         return self.admin_groups | {grant.group for grant in self.grants}
+
+
+def grants_of(settings: Settings) -> tuple[GroupGrant, ...]:
+    """MLFLOW_STACK_OIDC_GROUP_PERMISSIONS, one grant per group."""
+    return tuple(GroupGrant(*entry) for entry in settings.oidc_group_permissions)
 
 
 def client_secret(settings: Settings) -> str:

@@ -107,8 +107,7 @@ class Provider:
             if failed is not None and self.clock() - failed < METADATA_RETRY_AFTER:
                 raise ProviderUnavailableError(f"{self.issuer} could not be reached a moment ago")
             try:
-                url = self.issuer + "/.well-known/openid-configuration"
-                self._metadata = Metadata.parse(_get_json(self.session, url), self.issuer)
+                self._metadata = self._read_metadata()
             except ProviderUnavailableError:
                 self._metadata_failed_at = self.clock()
                 raise
@@ -117,11 +116,14 @@ class Provider:
     def fresh_metadata(self) -> Metadata:
         """The metadata read again now: a sign-in asks first, so that a provider that went
         down is a page of this server's saying so, not the browser's "connection refused"."""
-        url = self.issuer + "/.well-known/openid-configuration"
-        metadata = Metadata.parse(_get_json(self.session, url), self.issuer)
+        metadata = self._read_metadata()
         with self._lock:
             self._metadata, self._metadata_failed_at = metadata, None
         return metadata
+
+    def _read_metadata(self) -> Metadata:
+        url = self.issuer + "/.well-known/openid-configuration"
+        return Metadata.parse(_get_json(self.session, url), self.issuer)
 
     def keys(self, kid: str | None = None) -> KeySet:
         """The provider's keys; fetched again when ``kid`` is not among them (rate-limited),

@@ -3,7 +3,6 @@ issuer): every way a token can be wrong is refused with a reason, and a good one
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 
@@ -13,7 +12,7 @@ from joserfc.jwk import OctKey, RSAKey
 
 from mlflow_stack.sso import tokens
 from mlflow_stack.sso.provider import Provider, ProviderUnavailableError
-from tests.unit.sso.issuer import Issuer
+from tests.unit.sso.issuer import Issuer, b64, claims_of
 
 
 def check(issuer: Issuer, token: str, **options: object) -> dict:
@@ -71,16 +70,10 @@ def test_another_issuer_is_refused(issuer: Issuer) -> None:
 
 
 def test_a_token_without_expiry_is_refused(issuer: Issuer) -> None:
-    token = issuer.token()
-    payload = token.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims = claims_of(issuer.token())
     del claims["exp"]
     no_exp = jwt.encode({"alg": "RS256", "kid": issuer.key.kid}, claims, issuer.key)
     assert refused(issuer, no_exp) == "the token has no exp claim"
-
-
-def b64(data: dict) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
 def test_alg_none_is_refused(issuer: Issuer) -> None:
